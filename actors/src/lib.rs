@@ -1,0 +1,67 @@
+//! # otpd-actors
+//!
+//! The otpd runtime: one supervised actor per (app, phone) holding the flake (code
+//! hash, attempts, expiry, callback association), a registry that finds or starts
+//! those actors, a SQLite snapshot writer with group commit, and the message path
+//! to a provider. No HTTP server inside: the `otpd` crate puts an actix-web API in
+//! front; the load-test harness and embedders call [`Runtime`] directly.
+//!
+//! ## Layout
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `runtime.rs` | [`Runtime`]: the handle everyone drives; input validation, commit waits, start-up recovery |
+//! | `otp.rs` | the OTP rules of SPEC section 4 as plain functions over [`otp::OtpRecord`] |
+//! | `otp_actor.rs` | [`otp_actor::OtpActor`]: the one writer per (app, phone), supervised |
+//! | `registry.rs` | get-or-spawn of OTP actors over one arbiter per core; idle reaping |
+//! | `storage.rs` | [`storage::Snapshot`]: the SQLite writer thread, group commit, schema, loaders |
+//! | `sender.rs` | hands committed messages to the provider, with retries |
+//! | `provider.rs` | the [`Provider`] trait, `log` and `http` providers |
+//! | `message.rs` | message records and statuses |
+//! | `ratelimit.rs` | the app-wide per-minute send cap |
+//! | `apps.rs`, `app.rs` | apps, settings and hashed API keys |
+//! | `idempotency.rs` | `Idempotency-Key` replays |
+//! | `url_policy.rs` | the outbound URL policy (SSRF defence), request and connect time |
+//! | `secrets.rs` | code generation, keyed hashes, constant-time compare, API keys |
+//! | `phone.rs` | phone validation and canonicalisation (libphonenumber rules) |
+//! | `clock.rs` | the injectable [`Clock`] |
+//! | `config.rs` | runtime configuration sections and defaults |
+//!
+//! ## Data flow
+//!
+//! ```text
+//! caller ──► Runtime ──► Registry (DashMap) ──► OtpActor (mailbox = one writer)
+//!                                                 │ rules in otp.rs
+//!                                                 ├─► Snapshot: group commit ──► SQLite (WAL)
+//!                                                 └─► Ticket ──► Runtime awaits commit, then
+//!                                                               MessageSender ──► Provider
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+mod apps;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod idempotency;
+pub mod message;
+pub mod otp;
+pub mod otp_actor;
+pub mod phone;
+pub mod provider;
+pub mod ratelimit;
+mod registry;
+pub mod runtime;
+pub mod secrets;
+mod sender;
+pub mod storage;
+pub mod url_policy;
+
+pub use app::{App, AppSettings, NewApp};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::RuntimeConfig;
+pub use error::Error;
+pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
+pub use runtime::{Runtime, RuntimeBuilder, SendOtp, VerifyOtp, VerifyResult};

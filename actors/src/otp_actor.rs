@@ -1,0 +1,401 @@
+//! `OtpActor`: the one writer for one (app, phone).
+//!
+//! All mutations of a flake go through this actor's mailbox, so attempt counting is
+//! exact without locks however many verifies race. Each handler runs the rules in
+//! `otp.rs` synchronously, queues the new snapshot with the writer and returns a
+//! [`Ticket`]; the caller (the `Runtime`) awaits the ticket before acknowledging, so
+//! the actor itself never awaits I/O between messages.
+//!
+//! The actor runs under an actix `Supervisor`. It loads its record in `started` with
+//! `ctx.wait`, which holds back every message until the load is done. If a commit
+//! fails, the runtime sends [`Reload`]: the actor stops, the supervisor restarts it
+//! on the same mailbox, and `started` reloads the last committed snapshot, dropping
+//! whatever the failed commit would have changed.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::clock::{to_millis, Clock};
+use crate::error::Error;
+use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
+use crate::otp::{
+    CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, OtpRecord, VerifyOutcome,
+};
+use crate::provider::OutboundMessage;
+use crate::ratelimit::AppLimiter;
+use crate::secrets::{generate_code, Pepper};
+use crate::storage::{load_otp, Change, Snapshot, Ticket};
+
+/// What every OTP actor shares: time, storage, the pepper and the app-wide limiter.
+pub(crate) struct Shared {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) pepper: Pepper,
+    pub(crate) limiter: AppLimiter,
+    /// Actor structs alive right now (a restart keeps the same struct).
+    pub(crate) live_actors: AtomicI64,
+}
+
+/// A message that must go out once its queued record is committed.
+#[derive(Debug, Clone)]
+pub struct PendingSend {
+    /// The queued record (as committed).
+    pub record: MessageRecord,
+    /// The text and addressing for the provider.
+    pub outbound: OutboundMessage,
+}
+
+/// The actor. See the module docs.
+pub struct OtpActor {
+    key: OtpKey,
+    /// `None` until loaded (or when the load failed).
+    record: Option<OtpRecord>,
+    shared: Arc<Shared>,
+}
+
+impl OtpActor {
+    pub(crate) fn new(key: OtpKey, shared: Arc<Shared>) -> OtpActor {
+        shared.live_actors.fetch_add(1, Ordering::Relaxed);
+        OtpActor {
+            key,
+            record: None,
+            shared,
+        }
+    }
+
+    /// The loaded record, or a refusal that also restarts the actor to retry the load.
+    fn loaded(&mut self, ctx: &mut Context<Self>) -> Result<&mut OtpRecord, Error> {
+        if self.record.is_none() {
+            ctx.stop();
+            return Err(Error::Unavailable(
+                "state could not be loaded; try again".into(),
+            ));
+        }
+        self.record
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("state not loaded".into()))
+    }
+
+    fn persist(&self, mut changes: Vec<Change>) -> Ticket {
+        if let Some(rec) = &self.record {
+            changes.insert(0, Change::Otp(rec.clone()));
+        }
+        self.shared.snapshot.write(changes)
+    }
+}
+
+impl Drop for OtpActor {
+    fn drop(&mut self) {
+        self.shared.live_actors.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Actor for OtpActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let snapshot = self.shared.snapshot.clone();
+        let key = self.key.clone();
+        let load = async move { snapshot.read(move |conn| load_otp(conn, &key)).await };
+        ctx.wait(load.into_actor(self).map(|result, act, _| match result {
+            Ok(record) => act.record = Some(record),
+            Err(e) => {
+                tracing::error!(error = %e, app_id = %act.key.app_id, "loading OTP state failed");
+                act.record = None;
+            }
+        }));
+    }
+}
+
+impl Supervised for OtpActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::info!(app_id = %self.key.app_id, "OTP actor restarting from its snapshot");
+        self.record = None;
+    }
+}
+
+/// Issue a new code (request or resend). Rate limits are checked here.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    /// The app (its settings at the time of the call).
+    pub app: Arc<App>,
+    /// Request or resend.
+    pub kind: IssueKind,
+    /// Channel; `None` = sms for a request, the previous channel for a resend.
+    pub delivery_method: Option<Channel>,
+    /// Lifetime in minutes (already validated).
+    pub minutes: u32,
+    /// How the callback association changes.
+    pub callback: CallbackChange,
+    /// Fixed code for a test number (no message, no rate limits).
+    pub test_code: Option<String>,
+}
+
+impl Message for Issue {
+    type Result = Result<(Issued, Option<PendingSend>, Ticket), Error>;
+}
+
+impl Handler<Issue> for OtpActor {
+    type Result = Result<(Issued, Option<PendingSend>, Ticket), Error>;
+
+    fn handle(&mut self, msg: Issue, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.shared.clock.now();
+        let shared = self.shared.clone();
+        let phone = self.key.phone.to_string();
+        let rec = self.loaded(ctx)?;
+        let previous = rec.pending_flake(now).cloned();
+        if msg.kind == IssueKind::Resend && previous.is_none() {
+            return Err(Error::NotFound(
+                "no pending OTP for this phone number and app".into(),
+            ));
+        }
+        let settings = &msg.app.settings;
+        if msg.test_code.is_none() {
+            rec.check_phone_limits(
+                now,
+                settings.resend_cooldown_secs,
+                settings.max_sends_per_hour,
+            )
+            .map_err(|r| Error::RateLimited {
+                retry_after_secs: r.0,
+            })?;
+            shared
+                .limiter
+                .try_acquire(msg.app.app_id, now, settings.max_sends_per_minute)
+                .map_err(|r| Error::RateLimited {
+                    retry_after_secs: r.0,
+                })?;
+            rec.sends.push_back(to_millis(now));
+        }
+        let callback = match (msg.kind, msg.callback) {
+            (_, CallbackChange::Set(target)) => Some(target),
+            (IssueKind::Request, CallbackChange::Unchanged) => None,
+            (IssueKind::Resend, CallbackChange::Unchanged) => {
+                previous.as_ref().and_then(|f| f.callback.clone())
+            }
+        };
+        let channel = msg
+            .delivery_method
+            .or_else(|| {
+                previous
+                    .as_ref()
+                    .filter(|_| msg.kind == IssueKind::Resend)
+                    .map(|f| f.delivery_method)
+            })
+            .unwrap_or_default();
+        let code = msg
+            .test_code
+            .clone()
+            .unwrap_or_else(|| generate_code(settings.code_length));
+        let message_id = msg.test_code.is_none().then(Uuid::new_v4);
+        let flake = rec.issue(
+            now,
+            &shared.pepper,
+            &code,
+            msg.minutes,
+            settings.max_attempts,
+            channel,
+            message_id,
+            callback,
+        );
+        let issued = Issued {
+            flake_id: flake.flake_id,
+            phone_number: phone.clone(),
+            delivery_method: channel,
+            expires_at: flake.expires_at,
+            message_id,
+        };
+        let mut changes = Vec::new();
+        let pending = message_id.map(|message_id| {
+            let record = MessageRecord {
+                message_id,
+                app_id: msg.app.app_id,
+                channel,
+                to: phone.clone(),
+                status: MessageStatus::Queued,
+                error_code: None,
+                error_message: None,
+                sender_id: settings.sender_id.clone(),
+                provider_message_id: None,
+                purpose: Purpose::Otp,
+                body: None,
+                attempts: 0,
+                created_at: now,
+                updated_at: now,
+            };
+            changes.push(Change::Message(record.clone()));
+            let outbound = OutboundMessage {
+                message_id,
+                channel,
+                to: phone,
+                text: settings.render_message(&code, msg.minutes),
+                sender_id: settings.sender_id.clone(),
+            };
+            PendingSend { record, outbound }
+        });
+        Ok((issued, pending, self.persist(changes)))
+    }
+}
+
+/// Compare a code.
+#[derive(Debug, Clone)]
+pub struct Verify {
+    /// The code as typed (any string; wrong formats count as wrong codes).
+    pub code: String,
+}
+
+/// What a verify did, for the runtime to acknowledge and (later) emit events from.
+#[derive(Debug)]
+pub struct Verified {
+    /// The outcome.
+    pub outcome: VerifyOutcome,
+    /// The flake's callback association at the time.
+    pub callback: Option<CallbackTarget>,
+    /// Commit of the change (done when nothing changed).
+    pub ticket: Ticket,
+}
+
+impl Message for Verify {
+    type Result = Result<Verified, Error>;
+}
+
+impl Handler<Verify> for OtpActor {
+    type Result = Result<Verified, Error>;
+
+    fn handle(&mut self, msg: Verify, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.shared.clock.now();
+        let pepper = self.shared.pepper.clone();
+        let rec = self.loaded(ctx)?;
+        let Some((outcome, changed)) = rec.verify(now, &pepper, &msg.code) else {
+            return Err(Error::NotFound(
+                "no OTP for this phone number and app".into(),
+            ));
+        };
+        let callback = rec.flake.as_ref().and_then(|f| f.callback.clone());
+        let ticket = if changed {
+            self.persist(Vec::new())
+        } else {
+            Ticket::done()
+        };
+        Ok(Verified {
+            outcome,
+            callback,
+            ticket,
+        })
+    }
+}
+
+/// Invalidate the pending flake.
+#[derive(Debug, Clone)]
+pub struct Invalidate;
+
+impl Message for Invalidate {
+    type Result = Result<(Uuid, Ticket), Error>;
+}
+
+impl Handler<Invalidate> for OtpActor {
+    type Result = Result<(Uuid, Ticket), Error>;
+
+    fn handle(&mut self, _: Invalidate, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.shared.clock.now();
+        let rec = self.loaded(ctx)?;
+        let flake_id = rec.invalidate(now).ok_or_else(|| {
+            Error::NotFound("no pending OTP for this phone number and app".into())
+        })?;
+        Ok((flake_id, self.persist(Vec::new())))
+    }
+}
+
+/// Read the flake's status.
+#[derive(Debug, Clone)]
+pub struct Status;
+
+impl Message for Status {
+    type Result = Result<FlakeView, Error>;
+}
+
+impl Handler<Status> for OtpActor {
+    type Result = Result<FlakeView, Error>;
+
+    fn handle(&mut self, _: Status, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.shared.clock.now();
+        let rec = self.loaded(ctx)?;
+        rec.view(now)
+            .ok_or_else(|| Error::NotFound("no OTP for this phone number and app".into()))
+    }
+}
+
+/// Start-up recovery of an OTP message that was queued but never handed over.
+///
+/// The code was never stored, so the actor issues a fresh code under the same flake
+/// (same id, expiry and attempts) and returns the send. If the flake has moved on
+/// (verified, replaced, expired), there is nothing to resend: `None`.
+#[derive(Debug, Clone)]
+pub struct ResumeSend {
+    /// The app.
+    pub app: Arc<App>,
+    /// The queued message.
+    pub record: MessageRecord,
+}
+
+impl Message for ResumeSend {
+    type Result = Result<Option<(PendingSend, Ticket)>, Error>;
+}
+
+impl Handler<ResumeSend> for OtpActor {
+    type Result = Result<Option<(PendingSend, Ticket)>, Error>;
+
+    fn handle(&mut self, msg: ResumeSend, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.shared.clock.now();
+        let pepper = self.shared.pepper.clone();
+        let rec = self.loaded(ctx)?;
+        let Some(flake) = rec.flake.as_mut() else {
+            return Ok(None);
+        };
+        if flake.effective_status(now) != crate::otp::FlakeStatus::Pending
+            || flake.message_id != Some(msg.record.message_id)
+        {
+            return Ok(None);
+        }
+        let settings = &msg.app.settings;
+        let code = generate_code(settings.code_length);
+        flake.code_hash = pepper.hash_code(&flake.flake_id, &code);
+        let minutes_left = (flake.expires_at - now).num_minutes().max(1) as u32;
+        let outbound = OutboundMessage {
+            message_id: msg.record.message_id,
+            channel: msg.record.channel,
+            to: msg.record.to.clone(),
+            text: settings.render_message(&code, minutes_left),
+            sender_id: msg.record.sender_id.clone(),
+        };
+        let ticket = self.persist(Vec::new());
+        Ok(Some((
+            PendingSend {
+                record: msg.record,
+                outbound,
+            },
+            ticket,
+        )))
+    }
+}
+
+/// Drop in-memory state and restart from the last committed snapshot (sent by the
+/// runtime after a failed commit).
+#[derive(Debug, Clone, Copy)]
+pub struct Reload;
+
+impl Message for Reload {
+    type Result = ();
+}
+
+impl Handler<Reload> for OtpActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Reload, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,952 @@
+//! `Runtime`: the cheap, cloneable handle every user of otpd drives.
+//!
+//! The HTTP API, the load-test harness and embedders all call these methods, so every
+//! rule is enforced the same way for all of them. Input is validated here (phone,
+//! country, ranges, URL policy) before it reaches an actor; the actor applies the
+//! OTP rules; the runtime waits for the commit (`durability = "commit"`) and only
+//! then answers and hands messages to the provider.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix::{Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message};
+use chrono::Utc;
+use dashmap::DashSet;
+use uuid::Uuid;
+
+use crate::app::{validate_app_key, App, AppSettings, CreatedApiKey, CreatedApp, NewApp};
+use crate::apps::AppDirectory;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Durability, ProviderKind, RuntimeConfig};
+use crate::error::Error;
+use crate::idempotency::{self, Begin};
+use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
+use crate::otp::{
+    CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, VerifyOutcome,
+};
+use crate::otp_actor::{
+    Invalidate, Issue, OtpActor, PendingSend, Reload, ResumeSend, Shared, Status, Verify,
+};
+use crate::phone::Phone;
+use crate::provider::{HttpProvider, LogProvider, Provider};
+use crate::ratelimit::AppLimiter;
+use crate::registry::Registry;
+use crate::secrets::{generate_api_key, hash_api_key, random_hex, Digest32, Pepper};
+use crate::sender::MessageSender;
+use crate::storage::{self, Change, Snapshot, StorageError, Ticket};
+use crate::url_policy::{UrlPolicy, UrlPolicyError};
+
+/// `POST /v1/otp/request` and `/resend` input (the phone as the client typed it).
+#[derive(Debug, Clone, Default)]
+pub struct SendOtp {
+    /// Phone in any accepted spelling.
+    pub phone_number: String,
+    /// Channel (request default sms; resend default: the previous one).
+    pub delivery_method: Option<Channel>,
+    /// Lifetime override, 1–60.
+    pub minutes_to_expire: Option<u32>,
+    /// Per-request callback URL.
+    pub callback_url: Option<String>,
+    /// Its signing secret (1–256 chars).
+    pub callback_secret: Option<String>,
+}
+
+/// `POST /v1/otp/verify` input.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOtp {
+    /// Phone in any accepted spelling.
+    pub phone_number: String,
+    /// The code as typed.
+    pub code: String,
+    /// Callback target for this verification.
+    pub callback_url: Option<String>,
+    /// Its secret (the request's secret is reused when absent).
+    pub callback_secret: Option<String>,
+}
+
+/// A verify's result with the flake's canonical phone.
+#[derive(Debug, Clone)]
+pub struct VerifyResult {
+    /// Canonical phone.
+    pub phone_number: String,
+    /// What happened.
+    pub outcome: VerifyOutcome,
+}
+
+/// Builds a [`Runtime`]; lets tests and embedders inject a clock and a provider.
+pub struct RuntimeBuilder {
+    config: RuntimeConfig,
+    clock: Arc<dyn Clock>,
+    provider: Option<Arc<dyn Provider>>,
+}
+
+impl RuntimeBuilder {
+    /// Uses `clock` for every time rule.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sends messages through `provider` instead of the configured one.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Opens storage, loads apps, recovers unfinished sends and starts the actors.
+    /// Must run inside an actix `System`.
+    pub async fn start(self) -> Result<Runtime, Error> {
+        let RuntimeBuilder {
+            config,
+            clock,
+            provider,
+        } = self;
+        config.validate().map_err(Error::Validation)?;
+        let (snapshot, writer) = Snapshot::open(&config.storage)?;
+        let pepper = load_pepper(&config, &snapshot).await?;
+        let provider: Arc<dyn Provider> = match provider {
+            Some(p) => p,
+            None => match config.provider.kind {
+                ProviderKind::Log => {
+                    tracing::warn!("provider.kind = \"log\": messages are only logged, never sent (development only)");
+                    Arc::new(LogProvider)
+                }
+                ProviderKind::Http => Arc::new(
+                    HttpProvider::new(
+                        config.provider.url.clone().unwrap_or_default(),
+                        config.provider.auth_token.clone(),
+                        Duration::from_secs(config.provider.timeout_secs),
+                    )
+                    .map_err(|e| Error::Validation(e.0))?,
+                ),
+            },
+        };
+        let n = match config.runtime.arbiters {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
+        };
+        let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
+        let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+        let shared = Arc::new(Shared {
+            clock: clock.clone(),
+            snapshot: snapshot.clone(),
+            pepper,
+            limiter: AppLimiter::default(),
+            live_actors: AtomicI64::new(0),
+        });
+        let sender = Arc::new(MessageSender {
+            provider,
+            snapshot: snapshot.clone(),
+            clock: clock.clone(),
+            retry_schedule: config
+                .delivery
+                .retry_schedule_secs
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            arbiters: handles.clone(),
+            next: AtomicUsize::new(0),
+        });
+        let policy = UrlPolicy::new(
+            config.callbacks.allow_http,
+            config.callbacks.allowed_cidrs.clone(),
+        );
+        let inner = Arc::new(Inner {
+            registry: Registry::new(handles),
+            apps: AppDirectory::new(),
+            shared,
+            sender,
+            policy,
+            idempotency: Arc::new(DashSet::new()),
+            ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            arbiters: std::sync::Mutex::new(arbiters),
+            writer: std::sync::Mutex::new(Some(writer)),
+            config,
+        });
+        let runtime = Runtime { inner };
+        runtime
+            .inner
+            .apps
+            .reload(&runtime.inner.shared.snapshot)
+            .await?;
+        runtime.recover().await?;
+        runtime.spawn_housekeeping();
+        runtime.inner.ready.store(true, Ordering::Release);
+        Ok(runtime)
+    }
+}
+
+async fn load_pepper(config: &RuntimeConfig, snapshot: &Snapshot) -> Result<Pepper, Error> {
+    if let Some(p) = &config.security.code_pepper {
+        return Ok(Pepper::new(p.as_bytes()));
+    }
+    if let Some(path) = &config.security.code_pepper_file {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::Validation(format!("security.code_pepper_file {}: {e}", path.display()))
+        })?;
+        let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        if trimmed.len() < 16 {
+            return Err(Error::Validation(
+                "security.code_pepper_file must hold at least 16 bytes".into(),
+            ));
+        }
+        return Ok(Pepper::new(trimmed));
+    }
+    if let Some(stored) = snapshot
+        .read(|conn| storage::load_meta(conn, "code_pepper"))
+        .await?
+    {
+        return Ok(Pepper::new(&stored));
+    }
+    let pepper = Pepper::generate();
+    snapshot
+        .write(vec![Change::Meta(
+            "code_pepper".into(),
+            pepper.as_bytes().to_vec(),
+        )])
+        .committed()
+        .await?;
+    Ok(pepper)
+}
+
+struct Inner {
+    config: RuntimeConfig,
+    registry: Registry,
+    apps: AppDirectory,
+    shared: Arc<Shared>,
+    sender: Arc<MessageSender>,
+    policy: UrlPolicy,
+    idempotency: Arc<DashSet<(Uuid, String)>>,
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+    arbiters: std::sync::Mutex<Vec<Arbiter>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The runtime handle. Clone it freely; every clone drives the same actors.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl Runtime {
+    /// Starts building a runtime from `config` (system clock, configured provider).
+    pub fn builder(config: RuntimeConfig) -> RuntimeBuilder {
+        RuntimeBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            provider: None,
+        }
+    }
+
+    /// The configuration the runtime runs with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The clock every rule reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.shared.clock
+    }
+
+    /// The outbound URL policy (callbacks, webhooks, reports).
+    pub fn url_policy(&self) -> &UrlPolicy {
+        &self.inner.policy
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(Error::Unavailable("otpd is shutting down".into()));
+        }
+        Ok(())
+    }
+
+    /// Waits for a commit when `durability = "commit"`; in async mode watches it in
+    /// the background. A failed commit reloads the actor from its last snapshot.
+    async fn settle(&self, ticket: Ticket, key: Option<&OtpKey>) -> Result<(), Error> {
+        match self.inner.config.storage.durability {
+            Durability::Commit => {
+                if let Err(e) = ticket.committed().await {
+                    tracing::error!(error = %e, "commit failed; the change was not acknowledged");
+                    if let Some(key) = key {
+                        self.reload_actor(key);
+                    }
+                    return Err(Error::Storage(e));
+                }
+                Ok(())
+            }
+            Durability::Async => {
+                let this = self.clone();
+                let key = key.cloned();
+                actix_rt::spawn(async move {
+                    if let Err(e) = ticket.committed().await {
+                        tracing::error!(error = %e, "asynchronous commit failed");
+                        if let Some(key) = key {
+                            this.reload_actor(&key);
+                        }
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn reload_actor(&self, key: &OtpKey) {
+        if let Some(addr) = self.inner.registry.peek(key) {
+            addr.do_send(Reload);
+        }
+    }
+
+    /// Sends `make()` to the actor for `key`, replacing an actor whose mailbox closed.
+    async fn ask<M>(&self, key: &OtpKey, msg: M) -> Result<M::Result, Error>
+    where
+        M: Message + Clone + Send + 'static,
+        M::Result: Send,
+        OtpActor: Handler<M>,
+    {
+        self.check_open()?;
+        for _ in 0..3 {
+            let addr = self.inner.registry.get_or_spawn(key, &self.inner.shared);
+            match addr.send(msg.clone()).await {
+                Ok(result) => return Ok(result),
+                Err(MailboxError::Closed) => self.inner.registry.forget(key, &addr),
+                Err(MailboxError::Timeout) => break,
+            }
+        }
+        Err(Error::Unavailable(
+            "the OTP actor is not answering; try again".into(),
+        ))
+    }
+
+    fn key(&self, app: &App, phone: &str) -> Result<OtpKey, Error> {
+        let phone = Phone::parse(phone).map_err(|e| Error::InvalidPhoneNumber(e.to_string()))?;
+        Ok(OtpKey {
+            app_id: app.app_id,
+            phone,
+        })
+    }
+
+    async fn callback_target(
+        &self,
+        url: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<Option<CallbackTarget>, Error> {
+        if let Some(secret) = secret {
+            if secret.is_empty() || secret.chars().count() > 256 {
+                return Err(Error::Validation(
+                    "callback_secret must be 1–256 characters".into(),
+                ));
+            }
+        }
+        let Some(url) = url else {
+            if secret.is_some() {
+                return Err(Error::Validation(
+                    "callback_secret needs a callback_url".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let parsed = self.check_callback_url(url).await?;
+        Ok(Some(CallbackTarget {
+            url: parsed.to_string(),
+            secret: secret.map(str::to_string),
+        }))
+    }
+
+    /// Request-time URL policy: syntax and literal addresses always; when the host
+    /// resolves, every address must be allowed. A name that does not resolve right
+    /// now is accepted: the connect-time check refuses it if it later resolves badly.
+    pub async fn check_callback_url(&self, raw: &str) -> Result<url::Url, Error> {
+        let policy = &self.inner.policy;
+        let url = policy
+            .check_url(raw)
+            .map_err(|e| Error::InvalidCallbackUrl(format!("callback URL refused: {e}")))?;
+        if let Some(url::Host::Domain(_)) = url.host() {
+            let resolved =
+                tokio::time::timeout(Duration::from_secs(2), policy.check_url_resolved(raw)).await;
+            match resolved {
+                Ok(Ok(_))
+                | Err(_)
+                | Ok(Err(UrlPolicyError::ResolveFailed(_) | UrlPolicyError::NoAddresses)) => {}
+                Ok(Err(e)) => {
+                    return Err(Error::InvalidCallbackUrl(format!(
+                        "callback URL refused: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(url)
+    }
+
+    fn check_country(app: &App, key: &OtpKey) -> Result<(), Error> {
+        let allowed = &app.settings.allowed_countries;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let country = key.phone.country().unwrap_or_else(|| "unknown".into());
+        if allowed.iter().any(|c| *c == country) {
+            Ok(())
+        } else {
+            Err(Error::CountryNotAllowed(country))
+        }
+    }
+
+    async fn issue(&self, app: &Arc<App>, req: SendOtp, kind: IssueKind) -> Result<Issued, Error> {
+        let key = self.key(app, &req.phone_number)?;
+        Self::check_country(app, &key)?;
+        let minutes = req
+            .minutes_to_expire
+            .unwrap_or(app.settings.minutes_to_expire);
+        if !(1..=60).contains(&minutes) {
+            return Err(Error::Validation(
+                "minutes_to_expire must be between 1 and 60".into(),
+            ));
+        }
+        let callback = match self
+            .callback_target(req.callback_url.as_deref(), req.callback_secret.as_deref())
+            .await?
+        {
+            Some(target) => CallbackChange::Set(target),
+            None => CallbackChange::Unchanged,
+        };
+        let test_code = app.settings.test_numbers.get(key.phone.as_str()).cloned();
+        let msg = Issue {
+            app: app.clone(),
+            kind,
+            delivery_method: req.delivery_method,
+            minutes,
+            callback,
+            test_code,
+        };
+        let (issued, pending, ticket) = self.ask(&key, msg).await??;
+        self.settle(ticket, Some(&key)).await?;
+        if let Some(pending) = pending {
+            self.inner.sender.dispatch(pending);
+        }
+        Ok(issued)
+    }
+
+    /// Issues a new code for (phone, app), replacing any flake (SPEC section 4).
+    pub async fn request(&self, app: &Arc<App>, req: SendOtp) -> Result<Issued, Error> {
+        self.issue(app, req, IssueKind::Request).await
+    }
+
+    /// Issues a new code for a pending flake, keeping the callback unless a new one is given.
+    pub async fn resend(&self, app: &Arc<App>, req: SendOtp) -> Result<Issued, Error> {
+        self.issue(app, req, IssueKind::Resend).await
+    }
+
+    /// Compares a code; at most `max_attempts` codes are ever compared per flake.
+    pub async fn verify(&self, app: &Arc<App>, req: VerifyOtp) -> Result<VerifyResult, Error> {
+        let key = self.key(app, &req.phone_number)?;
+        if req.code.len() > 64 {
+            return Err(Error::Validation(
+                "code must be at most 64 characters".into(),
+            ));
+        }
+        // Validated now so a bad override is refused before an attempt is used; it
+        // becomes the callback target for this verification's events.
+        let _override = self
+            .callback_target(req.callback_url.as_deref(), req.callback_secret.as_deref())
+            .await?;
+        let verified = self.ask(&key, Verify { code: req.code }).await??;
+        self.settle(verified.ticket, Some(&key)).await?;
+        Ok(VerifyResult {
+            phone_number: key.phone.to_string(),
+            outcome: verified.outcome,
+        })
+    }
+
+    /// Invalidates the pending flake and clears its callback association.
+    pub async fn invalidate(
+        &self,
+        app: &Arc<App>,
+        phone_number: &str,
+    ) -> Result<(Uuid, String), Error> {
+        let key = self.key(app, phone_number)?;
+        let (flake_id, ticket) = self.ask(&key, Invalidate).await??;
+        self.settle(ticket, Some(&key)).await?;
+        Ok((flake_id, key.phone.to_string()))
+    }
+
+    /// The current flake's status.
+    pub async fn status(&self, app: &Arc<App>, phone_number: &str) -> Result<FlakeView, Error> {
+        let key = self.key(app, phone_number)?;
+        self.ask(&key, Status).await?
+    }
+
+    /// One message of the app.
+    pub async fn message(&self, app: &App, message_id: Uuid) -> Result<MessageRecord, Error> {
+        let app_id = app.app_id;
+        self.inner
+            .shared
+            .snapshot
+            .read(move |conn| storage::load_message(conn, &app_id, &message_id))
+            .await?
+            .ok_or_else(|| Error::NotFound("no such message".into()))
+    }
+
+    // ----- apps -------------------------------------------------------------
+
+    /// The app an API key belongs to (401 otherwise).
+    pub async fn authenticate(&self, api_key: &str) -> Result<Arc<App>, Error> {
+        if api_key.is_empty() || api_key.len() > 512 {
+            return Err(Error::Unauthorized);
+        }
+        self.inner
+            .apps
+            .authenticate(&self.inner.shared.snapshot, api_key)
+            .await
+            .ok_or(Error::Unauthorized)
+    }
+
+    /// Every app (no secrets).
+    pub fn apps(&self) -> Vec<Arc<App>> {
+        let mut apps: Vec<_> = self.inner.apps.apps.iter().map(|a| a.clone()).collect();
+        apps.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.app_key.cmp(&b.app_key))
+        });
+        apps
+    }
+
+    /// One app by id.
+    pub fn app(&self, app_id: Uuid) -> Option<Arc<App>> {
+        self.inner.apps.apps.get(&app_id).map(|a| a.clone())
+    }
+
+    /// Creates an app with one API key (shown once).
+    pub async fn create_app(&self, new: NewApp) -> Result<CreatedApp, Error> {
+        self.check_open()?;
+        let name = new.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Error::Validation("name must be 1–100 characters".into()));
+        }
+        let app_key = new
+            .app_key
+            .unwrap_or_else(|| format!("app_{}", random_hex(6)));
+        validate_app_key(&app_key).map_err(Error::Validation)?;
+        let settings = new.settings.validated().map_err(Error::Validation)?;
+        if self.inner.apps.by_app_key(&app_key).is_some() {
+            return Err(Error::Conflict(format!(
+                "an app with app_key {app_key:?} already exists"
+            )));
+        }
+        let api_key = new.api_key.unwrap_or_else(generate_api_key);
+        check_api_key(&api_key)?;
+        let app = App {
+            app_id: new.app_id.unwrap_or_else(Uuid::new_v4),
+            app_key,
+            name,
+            settings,
+            created_at: self.inner.shared.clock.now(),
+        };
+        let key_id = Uuid::new_v4();
+        let hash = hash_api_key(&api_key);
+        if self.inner.apps.keys.contains_key(&hash) {
+            return Err(Error::Conflict("that API key is already in use".into()));
+        }
+        self.write_app_changes(vec![
+            Change::App(app.clone()),
+            Change::ApiKey {
+                key_id,
+                app_id: app.app_id,
+                key_hash: hash,
+                created_at: app.created_at,
+            },
+        ])
+        .await?;
+        self.inner
+            .apps
+            .apps
+            .insert(app.app_id, Arc::new(app.clone()));
+        self.inner.apps.keys.insert(hash, (key_id, app.app_id));
+        Ok(CreatedApp {
+            app,
+            key_id,
+            api_key,
+        })
+    }
+
+    /// Creates or updates an app from a config `[[apps]]` entry (idempotent by `app_key`).
+    pub async fn upsert_app(&self, new: NewApp) -> Result<Arc<App>, Error> {
+        let app_key = new
+            .app_key
+            .clone()
+            .ok_or_else(|| Error::Validation("app_key is required".into()))?;
+        let Some(existing) = self.inner.apps.by_app_key(&app_key) else {
+            return Ok(Arc::new(self.create_app(new).await?.app));
+        };
+        if new.app_id.is_some_and(|id| id != existing.app_id) {
+            return Err(Error::Conflict(format!(
+                "app_key {app_key:?} belongs to app {}",
+                existing.app_id
+            )));
+        }
+        let settings = new.settings.validated().map_err(Error::Validation)?;
+        let app = App {
+            name: new.name,
+            settings,
+            ..(*existing).clone()
+        };
+        let mut changes = vec![Change::App(app.clone())];
+        let mut added = None;
+        if let Some(api_key) = &new.api_key {
+            check_api_key(api_key)?;
+            let hash = hash_api_key(api_key);
+            match self.inner.apps.keys.get(&hash).map(|e| *e.value()) {
+                Some((_, owner)) if owner != app.app_id => {
+                    return Err(Error::Conflict(
+                        "that API key belongs to another app".into(),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    let key_id = Uuid::new_v4();
+                    changes.push(Change::ApiKey {
+                        key_id,
+                        app_id: app.app_id,
+                        key_hash: hash,
+                        created_at: Utc::now(),
+                    });
+                    added = Some((hash, key_id));
+                }
+            }
+        }
+        self.write_app_changes(changes).await?;
+        let app = Arc::new(app);
+        self.inner.apps.apps.insert(app.app_id, app.clone());
+        if let Some((hash, key_id)) = added {
+            self.inner.apps.keys.insert(hash, (key_id, app.app_id));
+        }
+        Ok(app)
+    }
+
+    /// Changes an app's settings (PATCH semantics: only the keys given) and/or name.
+    pub async fn patch_app(
+        &self,
+        app_id: Uuid,
+        name: Option<String>,
+        settings: Option<&serde_json::Value>,
+    ) -> Result<Arc<App>, Error> {
+        self.check_open()?;
+        let existing = self
+            .app(app_id)
+            .ok_or_else(|| Error::NotFound("no such app".into()))?;
+        let mut app = (*existing).clone();
+        if let Some(patch) = settings {
+            app.settings = existing
+                .settings
+                .patched(patch)
+                .map_err(Error::Validation)?;
+        }
+        if let Some(name) = name {
+            let name = name.trim().to_string();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(Error::Validation("name must be 1–100 characters".into()));
+            }
+            app.name = name;
+        }
+        self.write_app_changes(vec![Change::App(app.clone())])
+            .await?;
+        let app = Arc::new(app);
+        self.inner.apps.apps.insert(app_id, app.clone());
+        Ok(app)
+    }
+
+    /// Adds an API key to an app (shown once).
+    pub async fn create_api_key(&self, app_id: Uuid) -> Result<CreatedApiKey, Error> {
+        self.check_open()?;
+        if self.app(app_id).is_none() {
+            return Err(Error::NotFound("no such app".into()));
+        }
+        let api_key = generate_api_key();
+        let key_id = Uuid::new_v4();
+        let hash = hash_api_key(&api_key);
+        self.write_app_changes(vec![Change::ApiKey {
+            key_id,
+            app_id,
+            key_hash: hash,
+            created_at: Utc::now(),
+        }])
+        .await?;
+        self.inner.apps.keys.insert(hash, (key_id, app_id));
+        Ok(CreatedApiKey { key_id, api_key })
+    }
+
+    /// Removes an API key; requests with it are refused from then on.
+    pub async fn delete_api_key(&self, app_id: Uuid, key_id: Uuid) -> Result<(), Error> {
+        self.check_open()?;
+        let hash: Option<Digest32> = self
+            .inner
+            .apps
+            .keys
+            .iter()
+            .find(|e| *e.value() == (key_id, app_id))
+            .map(|e| *e.key());
+        let exists = match hash {
+            Some(_) => true,
+            None => {
+                self.inner
+                    .shared
+                    .snapshot
+                    .read(move |c| storage::api_key_exists(c, &app_id, &key_id))
+                    .await?
+            }
+        };
+        if !exists {
+            return Err(Error::NotFound("no such API key".into()));
+        }
+        self.write_app_changes(vec![Change::DeleteApiKey { app_id, key_id }])
+            .await?;
+        if let Some(hash) = hash {
+            self.inner.apps.keys.remove(&hash);
+        }
+        Ok(())
+    }
+
+    async fn write_app_changes(&self, changes: Vec<Change>) -> Result<(), Error> {
+        match self.inner.shared.snapshot.write(changes).committed().await {
+            Ok(()) => Ok(()),
+            Err(StorageError::Conflict(msg)) => Err(Error::Conflict(msg)),
+            Err(e) => Err(Error::Storage(e)),
+        }
+    }
+
+    // ----- idempotency ------------------------------------------------------
+
+    /// Starts a request carrying an `Idempotency-Key` (see [`idempotency`]).
+    pub async fn idempotency_begin(
+        &self,
+        app_id: Uuid,
+        key: &str,
+        request_hash: Digest32,
+    ) -> Result<Begin, Error> {
+        self.check_open()?;
+        let now = self.inner.shared.clock.now();
+        idempotency::begin(
+            &self.inner.idempotency,
+            &self.inner.shared.snapshot,
+            app_id,
+            key,
+            request_hash,
+            now,
+        )
+        .await
+    }
+
+    // ----- operations -------------------------------------------------------
+
+    /// True once start-up recovery is done and until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+            && !self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Whether storage accepts a write right now (a tiny committed write).
+    pub async fn storage_writable(&self) -> bool {
+        let now = Utc::now().timestamp_millis().to_be_bytes().to_vec();
+        self.inner
+            .shared
+            .snapshot
+            .write(vec![Change::Meta("heartbeat".into(), now)])
+            .committed()
+            .await
+            .is_ok()
+    }
+
+    /// OTP actors alive right now.
+    pub fn live_actors(&self) -> usize {
+        self.inner.shared.live_actors.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    /// Actors in the registry (live actors minus those already reaped and stopping).
+    pub fn registered_actors(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Group-commit counters.
+    pub fn storage_stats(&self) -> &storage::SnapshotStats {
+        self.inner.shared.snapshot.stats()
+    }
+
+    /// Drops idle actors now (the housekeeping task does this periodically).
+    pub fn reap_idle(&self, idle: Duration) -> usize {
+        self.inner.registry.reap(idle.as_secs().max(1))
+    }
+
+    /// The address of the actor for (app, phone), if one is registered. For tests
+    /// and diagnostics: lets a test show the supervisor kept the same mailbox.
+    #[doc(hidden)]
+    pub fn actor_addr(&self, app_id: Uuid, phone: &str) -> Option<Addr<OtpActor>> {
+        let phone = Phone::parse(phone).ok()?;
+        self.inner.registry.peek(&OtpKey { app_id, phone })
+    }
+
+    /// Stops accepting calls, commits everything queued and stops the actors.
+    /// Unfinished sends stay `queued` and resume at the next start.
+    pub async fn shutdown(&self) {
+        if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.shared.snapshot.shutdown().await;
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = actix_rt::task::spawn_blocking(move || writer.join()).await;
+        }
+        for arbiter in self
+            .inner
+            .arbiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            arbiter.stop();
+        }
+    }
+
+    // ----- start-up ---------------------------------------------------------
+
+    async fn recover(&self) -> Result<(), Error> {
+        let snapshot = &self.inner.shared.snapshot;
+        let since = self.inner.shared.clock.now() - chrono::Duration::seconds(60);
+        for (app_id, at) in snapshot
+            .read(move |c| storage::recent_otp_sends(c, since))
+            .await?
+        {
+            self.inner.shared.limiter.record(app_id, at);
+        }
+        let queued = snapshot.read(storage::load_queued_messages).await?;
+        if !queued.is_empty() {
+            tracing::info!(
+                count = queued.len(),
+                "resuming messages that were queued at the last stop"
+            );
+        }
+        for record in queued {
+            if let Err(e) = self.resume(record).await {
+                tracing::error!(error = %e, "resuming a queued message failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn resume(&self, record: MessageRecord) -> Result<(), Error> {
+        let Some(app) = self.app(record.app_id) else {
+            return Ok(());
+        };
+        match record.purpose {
+            Purpose::Otp => {
+                let key = OtpKey {
+                    app_id: app.app_id,
+                    phone: Phone::from_canonical(record.to.clone()),
+                };
+                let resumed = self
+                    .ask(
+                        &key,
+                        ResumeSend {
+                            app: app.clone(),
+                            record: record.clone(),
+                        },
+                    )
+                    .await??;
+                match resumed {
+                    Some((pending, ticket)) => {
+                        ticket.committed().await?;
+                        self.inner.sender.dispatch(pending);
+                    }
+                    None => {
+                        let mut superseded = record;
+                        superseded.status = MessageStatus::Failed;
+                        superseded.error_code = Some("superseded".into());
+                        superseded.error_message =
+                            Some("otpd stopped before sending and the OTP was no longer pending at restart".into());
+                        superseded.updated_at = self.inner.shared.clock.now();
+                        self.inner
+                            .shared
+                            .snapshot
+                            .write(vec![Change::Message(superseded)])
+                            .committed()
+                            .await?;
+                    }
+                }
+            }
+            Purpose::Message => {
+                let Some(text) = record.body.clone() else {
+                    return Ok(());
+                };
+                let outbound = crate::provider::OutboundMessage {
+                    message_id: record.message_id,
+                    channel: record.channel,
+                    to: record.to.clone(),
+                    text,
+                    sender_id: record.sender_id.clone(),
+                };
+                self.inner.sender.dispatch(PendingSend { record, outbound });
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_housekeeping(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let idle = self.inner.config.runtime.idle_actor_secs;
+        let period = Duration::from_secs((idle / 2).clamp(1, 60));
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            let mut rounds: u64 = 0;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.shutting_down.load(Ordering::Acquire) {
+                    return;
+                }
+                let reaped = inner.registry.reap(idle);
+                if reaped > 0 {
+                    tracing::debug!(reaped, "idle OTP actors stopped");
+                }
+                rounds += 1;
+                if rounds % 60 == 1 {
+                    let horizon = inner.shared.clock.now()
+                        - chrono::Duration::hours(idempotency::RETENTION_HOURS);
+                    let _ = inner
+                        .shared
+                        .snapshot
+                        .write(vec![Change::PurgeIdempotency(horizon)]);
+                }
+            }
+        });
+    }
+}
+
+fn check_api_key(key: &str) -> Result<(), Error> {
+    if key.len() < 16 || key.len() > 256 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Validation(
+            "api_key must be 16–256 printable characters without spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("live_actors", &self.live_actors())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default settings re-exported for embedders building apps in code.
+pub fn default_settings() -> AppSettings {
+    AppSettings::default()
+}

@@ -1,0 +1,117 @@
+//! Codes, keyed hashes and API keys: the only place secrets are made or compared.
+//!
+//! A code exists in plaintext only between its generation and the provider call;
+//! what is kept is `HMAC-SHA256(pepper, flake_id ‖ code)`, compared in constant time.
+//! API keys are stored as SHA-256 digests (they are 32 random bytes, so a fast hash
+//! is the right tool; a password KDF would only slow every request).
+
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A 32-byte digest (code hash or API key hash).
+pub type Digest32 = [u8; 32];
+
+/// The server-wide secret that keys code hashes.
+#[derive(Clone)]
+pub struct Pepper(std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pepper(..)")
+    }
+}
+
+impl Pepper {
+    /// Wraps pepper bytes.
+    pub fn new(bytes: &[u8]) -> Pepper {
+        Pepper(bytes.into())
+    }
+
+    /// 32 fresh random bytes, for a database that has no pepper yet.
+    pub fn generate() -> Pepper {
+        let bytes: [u8; 32] = rand::thread_rng().gen();
+        Pepper::new(&bytes)
+    }
+
+    /// The raw bytes (for persisting a generated pepper).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// `HMAC-SHA256(pepper, flake_id ‖ code)`.
+    pub fn hash_code(&self, flake_id: &Uuid, code: &str) -> Digest32 {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(flake_id.as_bytes());
+        mac.update(code.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `code` is the one whose hash is `stored`, in constant time.
+    pub fn code_matches(&self, flake_id: &Uuid, code: &str, stored: &Digest32) -> bool {
+        self.hash_code(flake_id, code).ct_eq(stored).into()
+    }
+}
+
+/// A numeric code of `length` digits from the thread's CSPRNG (ChaCha, OS-seeded).
+pub fn generate_code(length: u8) -> String {
+    let mut rng = rand::thread_rng();
+    (0..length)
+        .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+        .collect()
+}
+
+/// A new API key: `otpd_` + 32 random bytes as hex.
+pub fn generate_api_key() -> String {
+    format!("otpd_{}", random_hex(32))
+}
+
+/// SHA-256 of an API key, as stored.
+pub fn hash_api_key(key: &str) -> Digest32 {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::thread_rng().fill(bytes.as_mut_slice());
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_the_requested_length_and_only_digits() {
+        for len in 4..=10 {
+            let code = generate_code(len);
+            assert_eq!(code.len(), usize::from(len));
+            assert!(code.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn codes_are_not_constant() {
+        let codes: std::collections::HashSet<_> = (0..50).map(|_| generate_code(10)).collect();
+        assert!(codes.len() > 45);
+    }
+
+    #[test]
+    fn code_hash_is_keyed_by_pepper_and_flake() {
+        let pepper = Pepper::new(b"pepper");
+        let flake = Uuid::new_v4();
+        let stored = pepper.hash_code(&flake, "123456");
+        assert!(pepper.code_matches(&flake, "123456", &stored));
+        assert!(!pepper.code_matches(&flake, "123457", &stored));
+        assert!(!pepper.code_matches(&flake, "12345", &stored));
+        assert!(!pepper.code_matches(&Uuid::new_v4(), "123456", &stored));
+        assert!(!Pepper::new(b"other").code_matches(&flake, "123456", &stored));
+    }
+}

@@ -1,0 +1,901 @@
+//! The snapshot writer: the one SQLite connection, on its own thread, with group commit.
+//!
+//! Every state change in otpd is a [`Change`] sent here. The writer takes everything
+//! queued, applies it in one transaction (each write in its own savepoint, so one bad
+//! write fails alone), commits once, and only then answers each sender. That is how
+//! "acknowledge after commit" stays fast: many callers share one fsync.
+//!
+//! It is a plain thread rather than an actix actor because group commit needs to
+//! drain the whole queue at once, and an actix `SyncArbiter` hands over one message
+//! at a time. Reads that must observe every earlier write (rehydrating an actor)
+//! go through the same queue, so they are ordered after the writes before them.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::app::{App, AppSettings};
+use crate::clock::{from_millis, to_millis};
+use crate::config::{Durability, StorageConfig, Synchronous};
+use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
+use crate::otp::{CallbackTarget, Flake, FlakeStatus, OtpKey, OtpRecord};
+use crate::secrets::Digest32;
+
+/// A storage failure. Cloneable because one failed commit answers many senders.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+    /// The database directory could not be created.
+    #[error("io: {0}")]
+    Io(String),
+    /// A row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The writer thread has stopped.
+    #[error("storage writer has stopped")]
+    Closed,
+    /// A uniqueness rule was broken (e.g. an `app_key` already in use).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(err, msg) = &e {
+            if err.code == rusqlite::ErrorCode::ConstraintViolation {
+                return StorageError::Conflict(
+                    msg.clone().unwrap_or_else(|| "constraint violated".into()),
+                );
+            }
+        }
+        StorageError::Sqlite(e.to_string())
+    }
+}
+
+/// A stored response for `Idempotency-Key` replays.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    /// App the key belongs to.
+    pub app_id: Uuid,
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of method, path and body of the first request.
+    pub request_hash: Digest32,
+    /// HTTP status of the first response.
+    pub status: u16,
+    /// Body of the first response.
+    pub body: Vec<u8>,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One durable state change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Upsert an OTP actor's snapshot.
+    Otp(OtpRecord),
+    /// Upsert a message.
+    Message(MessageRecord),
+    /// Upsert an app (insert fails on a duplicate `app_key`).
+    App(App),
+    /// Add an API key (hashed).
+    ApiKey {
+        /// Key id.
+        key_id: Uuid,
+        /// Owning app.
+        app_id: Uuid,
+        /// SHA-256 of the key.
+        key_hash: Digest32,
+        /// Created.
+        created_at: DateTime<Utc>,
+    },
+    /// Remove an API key.
+    DeleteApiKey {
+        /// Owning app.
+        app_id: Uuid,
+        /// Key id.
+        key_id: Uuid,
+    },
+    /// Remember a response for idempotent replays.
+    Idempotency(IdempotencyRecord),
+    /// Drop idempotency records older than this.
+    PurgeIdempotency(DateTime<Utc>),
+    /// A server-wide value (e.g. the generated pepper).
+    Meta(String, Vec<u8>),
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Operations (writes and reads) carried by those commits.
+    pub ops: AtomicU64,
+    /// Size of the last batch.
+    pub last_batch: AtomicU64,
+    /// Total commit time in microseconds.
+    pub commit_micros: AtomicU64,
+    /// Failed commits.
+    pub failures: AtomicU64,
+}
+
+type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Op {
+    Write(
+        Vec<Change>,
+        Option<oneshot::Sender<Result<(), StorageError>>>,
+    ),
+    Read(ReadFn),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to the snapshot writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Snapshot {
+    tx: mpsc::Sender<Op>,
+    stats: Arc<SnapshotStats>,
+}
+
+/// A pending commit: resolves once the change is durable (or failed).
+pub struct Ticket(Option<oneshot::Receiver<Result<(), StorageError>>>);
+
+impl Ticket {
+    /// Waits for the commit.
+    pub async fn committed(self) -> Result<(), StorageError> {
+        match self.0 {
+            Some(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    /// A ticket for a change that needed no write.
+    pub fn done() -> Ticket {
+        Ticket(None)
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Snapshot")
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ticket")
+    }
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS apps (
+    app_id TEXT PRIMARY KEY, app_key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    settings TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, key_hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS api_keys_app ON api_keys(app_id);
+CREATE TABLE IF NOT EXISTS otp_state (
+    app_id TEXT NOT NULL, phone TEXT NOT NULL,
+    flake_id TEXT, code_hash BLOB, status TEXT, attempts INTEGER, max_attempts INTEGER,
+    delivery_method TEXT, message_id TEXT, callback_url TEXT, callback_secret TEXT,
+    created_at INTEGER, expires_at INTEGER, finished_at INTEGER,
+    sends TEXT NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, phone)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, channel TEXT NOT NULL,
+    recipient TEXT NOT NULL, body TEXT, sender_id TEXT, purpose TEXT NOT NULL,
+    status TEXT NOT NULL, error_code TEXT, error_message TEXT, provider_message_id TEXT,
+    attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_queued ON messages(status) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS messages_provider_id ON messages(provider_message_id)
+    WHERE provider_message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_recent ON messages(app_id, purpose, created_at);
+CREATE TABLE IF NOT EXISTS idempotency (
+    app_id TEXT NOT NULL, key TEXT NOT NULL, request_hash BLOB NOT NULL,
+    status INTEGER NOT NULL, body BLOB NOT NULL, created_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(created_at);
+PRAGMA user_version = 1;
+"#;
+
+impl Snapshot {
+    /// Opens (creating if needed) the database and starts the writer thread.
+    pub fn open(config: &StorageConfig) -> Result<(Snapshot, JoinHandle<()>), StorageError> {
+        let conn = open_connection(&config.path, config.synchronous)?;
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(SnapshotStats::default());
+        let writer = Writer {
+            conn,
+            rx,
+            stats: stats.clone(),
+            durability: config.durability,
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            max_batch: config.max_batch,
+        };
+        let handle = std::thread::Builder::new()
+            .name("otpd-snapshot".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StorageError::Io(e.to_string()))?;
+        Ok((Snapshot { tx, stats }, handle))
+    }
+
+    /// Queues changes for the next group commit; the ticket resolves after it.
+    pub fn write(&self, changes: Vec<Change>) -> Ticket {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Write(changes, Some(tx))).is_err() {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Err(StorageError::Closed));
+            return Ticket(Some(rx));
+        }
+        Ticket(Some(rx))
+    }
+
+    /// Runs `f` on the writer's connection, after every write queued before it.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Read(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        }));
+        self.tx.send(op).map_err(|_| StorageError::Closed)?;
+        rx.await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Commits everything queued and stops the writer.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Commit counters.
+    pub fn stats(&self) -> &SnapshotStats {
+        &self.stats
+    }
+}
+
+/// Opens a connection with otpd's pragmas and schema.
+pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StorageError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    stats: Arc<SnapshotStats>,
+    durability: Durability,
+    flush_interval: Duration,
+    max_batch: usize,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
+        loop {
+            let Ok(first) = self.rx.recv() else { return };
+            batch.push(first);
+            match self.durability {
+                // Callers wait for the commit: take what is already queued, no more.
+                Durability::Commit => {
+                    while batch.len() < self.max_batch {
+                        match self.rx.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // Nobody waits: gather for up to flush_interval to make bigger batches.
+                Durability::Async => {
+                    let deadline = Instant::now() + self.flush_interval;
+                    while batch.len() < self.max_batch {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match self.rx.recv_timeout(left) {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if self.process(&mut batch) {
+                return;
+            }
+        }
+    }
+
+    /// Applies one batch; returns true when a shutdown was requested.
+    fn process(&mut self, batch: &mut Vec<Op>) -> bool {
+        let started = Instant::now();
+        let mut replies: Vec<(
+            oneshot::Sender<Result<(), StorageError>>,
+            Result<(), StorageError>,
+        )> = Vec::new();
+        let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
+        let count = batch.len() as u64;
+        let outcome = (|| -> Result<(), StorageError> {
+            let mut tx = self.conn.transaction()?;
+            for op in batch.drain(..) {
+                match op {
+                    Op::Write(changes, reply) => {
+                        let result = apply_in_savepoint(&mut tx, &changes);
+                        if let Err(e) = &result {
+                            tracing::warn!(error = %e, "storage write refused");
+                        }
+                        if let Some(reply) = reply {
+                            replies.push((reply, result));
+                        }
+                    }
+                    Op::Read(f) => f(&tx),
+                    Op::Shutdown(done) => shutdown.push(done),
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.ops.fetch_add(count, Ordering::Relaxed);
+        self.stats.last_batch.store(count, Ordering::Relaxed);
+        self.stats
+            .commit_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => {
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "group commit failed");
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        let stop = !shutdown.is_empty();
+        for done in shutdown {
+            let _ = done.send(());
+        }
+        if stop {
+            let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        }
+        stop
+    }
+}
+
+fn apply_in_savepoint(
+    tx: &mut rusqlite::Transaction<'_>,
+    changes: &[Change],
+) -> Result<(), StorageError> {
+    let sp = tx.savepoint()?;
+    for change in changes {
+        apply(&sp, change)?;
+    }
+    sp.commit()?;
+    Ok(())
+}
+
+fn uuid_text(id: &Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, StorageError> {
+    Uuid::parse_str(s).map_err(|e| StorageError::Corrupt(format!("uuid {s:?}: {e}")))
+}
+
+fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
+    match change {
+        Change::Otp(rec) => {
+            let sends = rec
+                .sends
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let f = rec.flake.as_ref();
+            let mut stmt = conn.prepare_cached(
+                "INSERT OR REPLACE INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
+                 max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
+                 expires_at, finished_at, sends, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+            stmt.execute(params![
+                uuid_text(&rec.key.app_id),
+                rec.key.phone.as_str(),
+                f.map(|f| uuid_text(&f.flake_id)),
+                f.map(|f| f.code_hash.to_vec()),
+                f.map(|f| f.status.as_str()),
+                f.map(|f| f.attempts),
+                f.map(|f| f.max_attempts),
+                f.map(|f| f.delivery_method.as_str()),
+                f.and_then(|f| f.message_id.as_ref().map(uuid_text)),
+                f.and_then(|f| f.callback.as_ref().map(|c| c.url.clone())),
+                f.and_then(|f| f.callback.as_ref().and_then(|c| c.secret.clone())),
+                f.map(|f| to_millis(f.created_at)),
+                f.map(|f| to_millis(f.expires_at)),
+                f.and_then(|f| f.finished_at.map(to_millis)),
+                sends,
+                to_millis(Utc::now()),
+            ])?;
+        }
+        Change::Message(m) => {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
+                 status, error_code, error_message, provider_message_id, attempts, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,
+                 error_code = excluded.error_code, error_message = excluded.error_message,
+                 provider_message_id = excluded.provider_message_id, attempts = excluded.attempts,
+                 body = excluded.body, updated_at = excluded.updated_at",
+            )?;
+            stmt.execute(params![
+                uuid_text(&m.message_id),
+                uuid_text(&m.app_id),
+                m.channel.as_str(),
+                m.to,
+                m.body,
+                m.sender_id,
+                match m.purpose {
+                    Purpose::Otp => "otp",
+                    Purpose::Message => "message",
+                },
+                m.status.as_str(),
+                m.error_code,
+                m.error_message,
+                m.provider_message_id,
+                m.attempts,
+                to_millis(m.created_at),
+                to_millis(m.updated_at),
+            ])?;
+        }
+        Change::App(app) => {
+            let settings = serde_json::to_string(&app.settings)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO apps (app_id, app_key, name, settings, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(app_id) DO UPDATE SET app_key = excluded.app_key, name = excluded.name,
+                 settings = excluded.settings, updated_at = excluded.updated_at",
+            )?;
+            stmt.execute(params![
+                uuid_text(&app.app_id),
+                app.app_key,
+                app.name,
+                settings,
+                to_millis(app.created_at),
+                to_millis(Utc::now()),
+            ])?;
+        }
+        Change::ApiKey {
+            key_id,
+            app_id,
+            key_hash,
+            created_at,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO api_keys (key_id, app_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key_hash) DO NOTHING",
+            )?
+            .execute(params![uuid_text(key_id), uuid_text(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
+        }
+        Change::DeleteApiKey { app_id, key_id } => {
+            conn.prepare_cached("DELETE FROM api_keys WHERE app_id = ?1 AND key_id = ?2")?
+                .execute(params![uuid_text(app_id), uuid_text(key_id)])?;
+        }
+        Change::Idempotency(r) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO idempotency (app_id, key, request_hash, status, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                uuid_text(&r.app_id),
+                r.key,
+                r.request_hash.to_vec(),
+                r.status,
+                r.body,
+                to_millis(r.created_at)
+            ])?;
+        }
+        Change::PurgeIdempotency(before) => {
+            conn.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
+                .execute(params![to_millis(*before)])?;
+        }
+        Change::Meta(key, value) => {
+            conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                .execute(params![key, value])?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads one OTP actor's snapshot (an empty record when none exists).
+pub fn load_otp(conn: &Connection, key: &OtpKey) -> Result<OtpRecord, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT flake_id, code_hash, status, attempts, max_attempts, delivery_method, message_id,
+         callback_url, callback_secret, created_at, expires_at, finished_at, sends
+         FROM otp_state WHERE app_id = ?1 AND phone = ?2",
+    )?;
+    let row = stmt
+        .query_row(params![uuid_text(&key.app_id), key.phone.as_str()], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<Vec<u8>>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<u32>>(3)?,
+                r.get::<_, Option<u32>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
+                r.get::<_, Option<i64>>(11)?,
+                r.get::<_, String>(12)?,
+            ))
+        })
+        .optional()?;
+    let mut rec = OtpRecord::new(key.clone());
+    let Some((
+        flake_id,
+        hash,
+        status,
+        attempts,
+        max,
+        method,
+        message_id,
+        cb_url,
+        cb_secret,
+        created,
+        expires,
+        finished,
+        sends,
+    )) = row
+    else {
+        return Ok(rec);
+    };
+    rec.sends = sends
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|e| StorageError::Corrupt(format!("sends: {e}")))
+        })
+        .collect::<Result<VecDeque<_>, _>>()?;
+    if let (Some(flake_id), Some(hash), Some(status)) = (flake_id, hash, status) {
+        let code_hash: Digest32 = hash
+            .try_into()
+            .map_err(|_| StorageError::Corrupt("code_hash is not 32 bytes".into()))?;
+        rec.flake = Some(Flake {
+            flake_id: parse_uuid(&flake_id)?,
+            code_hash,
+            status: FlakeStatus::parse(&status)
+                .ok_or_else(|| StorageError::Corrupt(format!("status {status:?}")))?,
+            attempts: attempts.unwrap_or(0),
+            max_attempts: max.unwrap_or(3),
+            delivery_method: method
+                .as_deref()
+                .unwrap_or("sms")
+                .parse::<Channel>()
+                .map_err(StorageError::Corrupt)?,
+            message_id: message_id.as_deref().map(parse_uuid).transpose()?,
+            callback: cb_url.map(|url| CallbackTarget {
+                url,
+                secret: cb_secret,
+            }),
+            created_at: from_millis(created.unwrap_or(0)),
+            expires_at: from_millis(expires.unwrap_or(0)),
+            finished_at: finished.map(from_millis),
+        });
+    }
+    Ok(rec)
+}
+
+fn message_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<MessageRecord, StorageError>> {
+    let id: String = r.get(0)?;
+    let app: String = r.get(1)?;
+    let channel: String = r.get(2)?;
+    let purpose: String = r.get(6)?;
+    let status: String = r.get(7)?;
+    let build = || -> Result<MessageRecord, StorageError> {
+        Ok(MessageRecord {
+            message_id: parse_uuid(&id)?,
+            app_id: parse_uuid(&app)?,
+            channel: channel.parse().map_err(StorageError::Corrupt)?,
+            to: r.get(3).map_err(StorageError::from)?,
+            body: r.get(4).map_err(StorageError::from)?,
+            sender_id: r.get(5).map_err(StorageError::from)?,
+            purpose: if purpose == "otp" {
+                Purpose::Otp
+            } else {
+                Purpose::Message
+            },
+            status: status
+                .parse::<MessageStatus>()
+                .map_err(StorageError::Corrupt)?,
+            error_code: r.get(8).map_err(StorageError::from)?,
+            error_message: r.get(9).map_err(StorageError::from)?,
+            provider_message_id: r.get(10).map_err(StorageError::from)?,
+            attempts: r.get(11).map_err(StorageError::from)?,
+            created_at: from_millis(r.get(12).map_err(StorageError::from)?),
+            updated_at: from_millis(r.get(13).map_err(StorageError::from)?),
+        })
+    };
+    Ok(build())
+}
+
+const MESSAGE_COLUMNS: &str =
+    "message_id, app_id, channel, recipient, body, sender_id, purpose, status,
+     error_code, error_message, provider_message_id, attempts, created_at, updated_at";
+
+/// Loads one message of an app.
+pub fn load_message(
+    conn: &Connection,
+    app_id: &Uuid,
+    message_id: &Uuid,
+) -> Result<Option<MessageRecord>, StorageError> {
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ?1 AND app_id = ?2");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let row = stmt
+        .query_row(
+            params![uuid_text(message_id), uuid_text(app_id)],
+            message_from_row,
+        )
+        .optional()?;
+    row.transpose()
+}
+
+/// Every message still `queued` (start-up recovery resumes them).
+pub fn load_queued_messages(conn: &Connection) -> Result<Vec<MessageRecord>, StorageError> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'queued' ORDER BY created_at"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], message_from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
+/// OTP sends per app since `since` (rebuilds the app-wide per-minute window at start).
+pub fn recent_otp_sends(
+    conn: &Connection,
+    since: DateTime<Utc>,
+) -> Result<Vec<(Uuid, i64)>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT app_id, created_at FROM messages WHERE purpose = 'otp' AND created_at >= ?1 ORDER BY created_at",
+    )?;
+    let rows = stmt.query_map(params![to_millis(since)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (app, at) = row?;
+        out.push((parse_uuid(&app)?, at));
+    }
+    Ok(out)
+}
+
+/// Every app with its settings.
+pub fn load_apps(conn: &Connection) -> Result<Vec<App>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT app_id, app_key, name, settings, created_at FROM apps ORDER BY created_at",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, app_key, name, settings, created) = row?;
+        let settings: AppSettings = serde_json::from_str(&settings)
+            .map_err(|e| StorageError::Corrupt(format!("app settings: {e}")))?;
+        out.push(App {
+            app_id: parse_uuid(&id)?,
+            app_key,
+            name,
+            settings,
+            created_at: from_millis(created),
+        });
+    }
+    Ok(out)
+}
+
+/// Every API key hash with its key id and app.
+pub fn load_api_keys(conn: &Connection) -> Result<Vec<(Digest32, Uuid, Uuid)>, StorageError> {
+    let mut stmt = conn.prepare_cached("SELECT key_hash, key_id, app_id FROM api_keys")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hash, key_id, app_id) = row?;
+        let hash: Digest32 = hash
+            .try_into()
+            .map_err(|_| StorageError::Corrupt("key_hash".into()))?;
+        out.push((hash, parse_uuid(&key_id)?, parse_uuid(&app_id)?));
+    }
+    Ok(out)
+}
+
+/// Whether an API key id exists for an app.
+pub fn api_key_exists(
+    conn: &Connection,
+    app_id: &Uuid,
+    key_id: &Uuid,
+) -> Result<bool, StorageError> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM api_keys WHERE app_id = ?1 AND key_id = ?2")?
+        .query_row(params![uuid_text(app_id), uuid_text(key_id)], |r| r.get(0))?;
+    Ok(n > 0)
+}
+
+/// A server-wide value.
+pub fn load_meta(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()?)
+}
+
+/// A stored idempotent response.
+pub fn load_idempotency(
+    conn: &Connection,
+    app_id: &Uuid,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StorageError> {
+    let row = conn
+        .prepare_cached("SELECT request_hash, status, body, created_at FROM idempotency WHERE app_id = ?1 AND key = ?2")?
+        .query_row(params![uuid_text(app_id), key], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, i64>(3)?))
+        })
+        .optional()?;
+    let Some((hash, status, body, created)) = row else {
+        return Ok(None);
+    };
+    let request_hash: Digest32 = hash
+        .try_into()
+        .map_err(|_| StorageError::Corrupt("request_hash".into()))?;
+    Ok(Some(IdempotencyRecord {
+        app_id: *app_id,
+        key: key.to_string(),
+        request_hash,
+        status,
+        body,
+        created_at: from_millis(created),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phone::Phone;
+    use crate::secrets::Pepper;
+
+    fn config(dir: &tempfile::TempDir) -> StorageConfig {
+        StorageConfig {
+            path: dir.path().join("t.sqlite3"),
+            ..StorageConfig::default()
+        }
+    }
+
+    fn key() -> OtpKey {
+        OtpKey {
+            app_id: Uuid::new_v4(),
+            phone: Phone::from_canonical("255712345678".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_written_record_reads_back_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let mut rec = OtpRecord::new(key());
+        rec.sends.extend([1, 2, 3]);
+        let now = from_millis(1_700_000_000_000);
+        rec.issue(
+            now,
+            &Pepper::new(b"0123456789abcdef"),
+            "123456",
+            5,
+            3,
+            Channel::Whatsapp,
+            Some(Uuid::new_v4()),
+            Some(CallbackTarget {
+                url: "https://example.com/cb".into(),
+                secret: Some("s".into()),
+            }),
+        );
+        snap.write(vec![Change::Otp(rec.clone())])
+            .committed()
+            .await
+            .unwrap();
+        let k = rec.key.clone();
+        let back = snap.read(move |c| load_otp(c, &k)).await.unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[tokio::test]
+    async fn one_bad_write_fails_alone_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let app = |key: &str| App {
+            app_id: Uuid::new_v4(),
+            app_key: key.into(),
+            name: "n".into(),
+            settings: AppSettings::default(),
+            created_at: Utc::now(),
+        };
+        let a = snap.write(vec![Change::App(app("dup"))]);
+        let b = snap.write(vec![Change::App(app("dup"))]);
+        let c = snap.write(vec![Change::App(app("other"))]);
+        assert!(a.committed().await.is_ok());
+        assert!(matches!(
+            b.committed().await,
+            Err(StorageError::Conflict(_))
+        ));
+        assert!(c.committed().await.is_ok());
+        let apps = snap.read(load_apps).await.unwrap();
+        assert_eq!(apps.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn committed_writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = OtpRecord::new(key());
+        {
+            let (snap, h) = Snapshot::open(&config(&dir)).unwrap();
+            snap.write(vec![Change::Otp(rec.clone())])
+                .committed()
+                .await
+                .unwrap();
+            snap.shutdown().await;
+            h.join().unwrap();
+        }
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let k = rec.key.clone();
+        assert_eq!(snap.read(move |c| load_otp(c, &k)).await.unwrap(), rec);
+    }
+}
