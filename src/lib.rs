@@ -1,1 +1,22 @@
+//! # otpd
+//!
+//! The otpd daemon: an actix-web HTTP API, configuration and command line in front of
+//! the `otpd-actors` runtime. Any actix-web application can mount the API with
+//! [`api::configure`].
+//!
+//! ## Layout
+//!
+//! | path | what lives there |
+//! |---|---|
+//! | `src/main.rs` | the `otpd` binary: clap subcommands, thin |
+//! | `src/config.rs` | layered configuration: defaults → TOML file → `OTPD_SECTION__KEY` env |
+//! | `src/server.rs` | `otpd serve`: start the runtime, seed apps, run the HTTP server, shut down cleanly |
+//! | `src/api/` | one module per API resource; errors mapped to the envelope in one place |
+//! | `src/bin/otpd-loadtest.rs` | the load-test harness: drives the runtime in-process, no HTTP |
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod server;

@@ -1,0 +1,1 @@
+//! PLACEHOLDER — being written by the config/CLI engineer.
