@@ -1,0 +1,375 @@
+//! The runtime driven directly (no HTTP): the rules that need actors, storage and
+//! time together.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use otpd_actors::config::ProviderKind;
+use otpd_actors::message::MessageStatus;
+use otpd_actors::otp::{FlakeStatus, VerifyOutcome};
+use otpd_actors::{Error, Runtime, SendOtp, VerifyOtp};
+
+const PHONE: &str = "+255 712 345 678";
+const CANON: &str = "255712345678";
+
+fn send(phone: &str) -> SendOtp {
+    SendOtp {
+        phone_number: phone.into(),
+        ..SendOtp::default()
+    }
+}
+
+fn verify(phone: &str, code: &str) -> VerifyOtp {
+    VerifyOtp {
+        phone_number: phone.into(),
+        code: code.into(),
+        ..VerifyOtp::default()
+    }
+}
+
+async fn code_for(f: &Fixture, phone: &str) -> String {
+    let provider = f.provider.clone();
+    let p = phone.to_string();
+    eventually("the provider to receive the code", || {
+        provider.last_code(&p).is_some()
+    })
+    .await;
+    f.provider.last_code(phone).unwrap()
+}
+
+#[actix_rt::test]
+async fn fifty_concurrent_wrong_verifies_compare_exactly_max_attempts_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(
+        config(dir.path()),
+        start_clock(),
+        Arc::default(),
+        settings(),
+    )
+    .await;
+    f.runtime.request(&f.app, send(PHONE)).await.unwrap();
+    let code = code_for(&f, CANON).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (rt, app) = (f.runtime.clone(), f.app.clone());
+            actix_rt::spawn(async move { rt.verify(&app, verify(PHONE, wrong)).await })
+        })
+        .collect();
+    let mut invalid = 0;
+    let mut failed_now = 0;
+    let mut failed_before = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap().outcome {
+            VerifyOutcome::InvalidCode { .. } => invalid += 1,
+            VerifyOutcome::MaxAttempts {
+                just_failed: true, ..
+            } => failed_now += 1,
+            VerifyOutcome::MaxAttempts {
+                just_failed: false, ..
+            } => failed_before += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((invalid, failed_now, failed_before), (2, 1, 47));
+    let status = f.runtime.status(&f.app, PHONE).await.unwrap();
+    assert_eq!((status.attempts, status.status), (3, FlakeStatus::Failed));
+    let after = f
+        .runtime
+        .verify(&f.app, verify(PHONE, &code))
+        .await
+        .unwrap()
+        .outcome;
+    assert!(
+        matches!(after, VerifyOutcome::MaxAttempts { .. }),
+        "{after:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn supervisor_restarts_a_faulted_actor_from_its_snapshot_on_the_same_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(
+        config(dir.path()),
+        start_clock(),
+        Arc::default(),
+        settings(),
+    )
+    .await;
+    f.runtime.request(&f.app, send(PHONE)).await.unwrap();
+    let code = code_for(&f, CANON).await;
+    let r = f
+        .runtime
+        .verify(&f.app, verify(PHONE, "999999x"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        VerifyOutcome::InvalidCode {
+            remaining_attempts: 2,
+            ..
+        }
+    ));
+    let before = f
+        .runtime
+        .actor_addr(f.app.app_id, PHONE)
+        .expect("actor registered");
+
+    // An internal fault: storage refuses the next snapshot of this actor.
+    let side = rusqlite::Connection::open(&f.db).unwrap();
+    side.execute_batch("CREATE TRIGGER fault BEFORE INSERT ON otp_state BEGIN SELECT RAISE(ABORT, 'injected fault'); END;")
+        .unwrap();
+    let err = f
+        .runtime
+        .verify(&f.app, verify(PHONE, "999999y"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Storage(_)), "{err:?}");
+    side.execute_batch("DROP TRIGGER fault;").unwrap();
+
+    // The in-memory attempt that failed to commit is gone: the actor reloaded the
+    // snapshot (1 attempt), under the same supervised mailbox.
+    let status = f.runtime.status(&f.app, PHONE).await.unwrap();
+    assert_eq!(status.attempts, 1);
+    let after = f
+        .runtime
+        .actor_addr(f.app.app_id, PHONE)
+        .expect("still registered");
+    assert!(before == after, "the supervisor keeps the actor's address");
+    let ok = f
+        .runtime
+        .verify(&f.app, verify(PHONE, &code))
+        .await
+        .unwrap();
+    assert!(matches!(ok.outcome, VerifyOutcome::Verified { .. }));
+    assert_eq!(f.runtime.status(&f.app, PHONE).await.unwrap().attempts, 2);
+}
+
+#[actix_rt::test]
+async fn idle_actors_leave_memory_and_rehydrate_from_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(
+        config(dir.path()),
+        start_clock(),
+        Arc::default(),
+        settings(),
+    )
+    .await;
+    let issued = f.runtime.request(&f.app, send(PHONE)).await.unwrap();
+    f.runtime
+        .verify(&f.app, verify(PHONE, "wrong"))
+        .await
+        .unwrap();
+    assert_eq!(f.runtime.live_actors(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(f.runtime.reap_idle(Duration::from_secs(1)), 1);
+    let rt = f.runtime.clone();
+    eventually("the reaped actor to stop", || rt.live_actors() == 0).await;
+    let status = f.runtime.status(&f.app, PHONE).await.unwrap();
+    assert_eq!((status.flake_id, status.attempts), (issued.flake_id, 1));
+}
+
+#[actix_rt::test]
+async fn expiry_and_cooldown_follow_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = otpd_actors::AppSettings {
+        resend_cooldown_secs: 30,
+        ..settings()
+    };
+    let f = start(config(dir.path()), start_clock(), Arc::default(), s).await;
+    f.runtime.request(&f.app, send(PHONE)).await.unwrap();
+    let code = code_for(&f, CANON).await;
+    match f.runtime.resend(&f.app, send(PHONE)).await {
+        Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 30),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    f.clock.advance(Duration::from_secs(600));
+    let r = f
+        .runtime
+        .verify(&f.app, verify(PHONE, &code))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.outcome, VerifyOutcome::Expired { .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert!(matches!(
+        f.runtime.resend(&f.app, send(PHONE)).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[actix_rt::test]
+async fn http_provider_is_retried_on_the_schedule_then_marks_sent_with_its_id() {
+    let rx = receiver(vec![
+        (500, "{}"),
+        (503, "{}"),
+        (200, r#"{"provider_message_id":"abc-1"}"#),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.provider.kind = ProviderKind::Http;
+    cfg.provider.url = Some(rx.url.clone());
+    cfg.delivery.retry_schedule_secs = vec![5, 60];
+    let clock = start_clock();
+    let runtime = Runtime::builder(cfg)
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let app = Arc::new(
+        runtime
+            .create_app(otpd_actors::NewApp {
+                name: "t".into(),
+                settings: settings(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .app,
+    );
+    let issued = runtime.request(&app, send(PHONE)).await.unwrap();
+    let id = issued.message_id.unwrap();
+    let hits = rx.hits.clone();
+    eventually("first provider call", || hits.load(Ordering::SeqCst) == 1).await;
+    let c = clock.clone();
+    eventually("retry scheduled", || c.sleepers() == 1).await;
+    clock.advance(Duration::from_secs(5));
+    eventually("second provider call", || hits.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(
+        runtime.message(&app, id).await.unwrap().status,
+        MessageStatus::Queued
+    );
+    eventually("retry scheduled", || c.sleepers() == 1).await;
+    clock.advance(Duration::from_secs(60));
+    eventually("third provider call", || hits.load(Ordering::SeqCst) == 3).await;
+    for _ in 0..100 {
+        if runtime.message(&app, id).await.unwrap().status == MessageStatus::Sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let m = runtime.message(&app, id).await.unwrap();
+    assert_eq!(m.status, MessageStatus::Sent);
+    assert_eq!(m.provider_message_id.as_deref(), Some("abc-1"));
+    let body: serde_json::Value = serde_json::from_str(&rx.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(body["to"], CANON);
+    assert_eq!(body["message_id"], id.to_string());
+}
+
+#[actix_rt::test]
+async fn provider_that_keeps_failing_leaves_the_message_failed_with_provider_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.delivery.retry_schedule_secs = vec![1];
+    let provider: Arc<CapturingProvider> = Arc::default();
+    provider.fail.store(true, Ordering::SeqCst);
+    let f = start(cfg, start_clock(), provider, settings()).await;
+    let id = f
+        .runtime
+        .request(&f.app, send(PHONE))
+        .await
+        .unwrap()
+        .message_id
+        .unwrap();
+    let c = f.clock.clone();
+    eventually("retry scheduled", || c.sleepers() == 1).await;
+    f.clock.advance(Duration::from_secs(1));
+    let p = f.provider.clone();
+    eventually("second call", || p.calls.load(Ordering::SeqCst) == 2).await;
+    let mut m = f.runtime.message(&f.app, id).await.unwrap();
+    for _ in 0..100 {
+        if m.status != MessageStatus::Queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        m = f.runtime.message(&f.app, id).await.unwrap();
+    }
+    assert_eq!(m.status, MessageStatus::Failed);
+    assert_eq!(m.error_code.as_deref(), Some("provider_error"));
+}
+
+#[actix_rt::test]
+async fn a_send_in_flight_at_shutdown_resumes_at_restart_with_a_fresh_working_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let hanging: Arc<CapturingProvider> = Arc::default();
+    hanging.hang.store(true, Ordering::SeqCst);
+    let clock = start_clock();
+    let f = start(
+        config(dir.path()),
+        clock.clone(),
+        hanging.clone(),
+        settings(),
+    )
+    .await;
+    let issued = f.runtime.request(&f.app, send(PHONE)).await.unwrap();
+    let h = hanging.clone();
+    eventually("provider called", || h.calls.load(Ordering::SeqCst) == 1).await;
+    f.runtime.shutdown().await;
+
+    let f2 = start(config(dir.path()), clock, Arc::default(), settings()).await;
+    let code = code_for(&f2, CANON).await;
+    let m = f2.provider.sent.lock().unwrap()[0].clone();
+    assert_eq!(
+        Some(m.message_id),
+        issued.message_id,
+        "same message resumed"
+    );
+    let r = f2
+        .runtime
+        .verify(&f2.app, verify(PHONE, &code))
+        .await
+        .unwrap();
+    match r.outcome {
+        VerifyOutcome::Verified { flake_id, .. } => assert_eq!(flake_id, issued.flake_id),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn no_plaintext_code_reaches_the_database_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = otpd_actors::AppSettings {
+        code_length: 10,
+        ..settings()
+    };
+    let f = start(config(dir.path()), start_clock(), Arc::default(), s).await;
+    let phones = [
+        "+255712345678",
+        "+255713000001",
+        "+255714000002",
+        "+254712345678",
+    ];
+    for p in phones {
+        f.runtime.request(&f.app, send(p)).await.unwrap();
+    }
+    let provider = f.provider.clone();
+    eventually("all codes sent", || provider.count() == phones.len()).await;
+    let codes = codes(&f.provider);
+    f.runtime
+        .verify(&f.app, verify(phones[0], &codes["255712345678"]))
+        .await
+        .unwrap();
+    f.runtime
+        .verify(&f.app, verify(phones[1], "0000000000"))
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        let path = format!("{}{suffix}", f.db.display());
+        bytes.extend(std::fs::read(&path).unwrap_or_default());
+    }
+    assert!(bytes.len() > 4096);
+    for code in codes.values() {
+        assert!(
+            !bytes.windows(code.len()).any(|w| w == code.as_bytes()),
+            "code {code} found in the database"
+        );
+    }
+}
