@@ -56,6 +56,7 @@ mod registry;
 pub mod runtime;
 pub mod secrets;
 mod sender;
+pub mod signing;
 pub mod storage;
 pub mod url_policy;
 
