@@ -44,7 +44,9 @@ pub mod app;
 mod apps;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod message;
 pub mod otp;
@@ -59,6 +61,7 @@ mod sender;
 pub mod signing;
 pub mod storage;
 pub mod url_policy;
+pub mod webhooks;
 
 pub use app::{App, AppSettings, NewApp};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::clock::{to_millis, Clock};
+use crate::delivery::Outbox;
 use crate::error::Error;
+use crate::events::{self, ServiceType};
 use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
 use crate::otp::{
     CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, OtpRecord, VerifyOutcome,
@@ -29,6 +31,7 @@ use crate::provider::OutboundMessage;
 use crate::ratelimit::AppLimiter;
 use crate::secrets::{generate_code, Pepper};
 use crate::storage::{load_otp, Change, Snapshot, Ticket};
+use crate::webhooks::WebhookDirectory;
 
 /// What every OTP actor shares: time, storage, the pepper and the app-wide limiter.
 pub(crate) struct Shared {
@@ -38,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) limiter: AppLimiter,
     /// Actor structs alive right now (a restart keeps the same struct).
     pub(crate) live_actors: AtomicI64,
+    /// Registered webhooks (events are addressed when they are created).
+    pub(crate) webhooks: Arc<WebhookDirectory>,
 }
 
 /// A message that must go out once its queued record is committed.
@@ -135,12 +140,26 @@ pub struct Issue {
     pub test_code: Option<String>,
 }
 
+/// What an issue did: the view, the message to send and the events, all to be
+/// released once the ticket's commit is done.
+#[derive(Debug)]
+pub struct IssueDone {
+    /// The response.
+    pub issued: Issued,
+    /// The message carrying the code (none for test numbers).
+    pub send: Option<PendingSend>,
+    /// `otp.created` for the app's webhook.
+    pub outbox: Outbox,
+    /// Commit of all of it.
+    pub ticket: Ticket,
+}
+
 impl Message for Issue {
-    type Result = Result<(Issued, Option<PendingSend>, Ticket), Error>;
+    type Result = Result<IssueDone, Error>;
 }
 
 impl Handler<Issue> for OtpActor {
-    type Result = Result<(Issued, Option<PendingSend>, Ticket), Error>;
+    type Result = Result<IssueDone, Error>;
 
     fn handle(&mut self, msg: Issue, ctx: &mut Self::Context) -> Self::Result {
         let now = self.shared.clock.now();
@@ -237,24 +256,51 @@ impl Handler<Issue> for OtpActor {
             };
             PendingSend { record, outbound }
         });
-        Ok((issued, pending, self.persist(changes)))
+        let mut outbox = Outbox::default();
+        let data = events::otp_created(
+            issued.flake_id,
+            &issued.phone_number,
+            channel.as_str(),
+            issued.expires_at,
+        );
+        outbox.webhook_event(
+            &shared.webhooks,
+            msg.app.app_id,
+            ServiceType::Otp,
+            "otp.created",
+            now,
+            data,
+        );
+        changes.extend(outbox.changes());
+        let ticket = self.persist(changes);
+        Ok(IssueDone {
+            issued,
+            send: pending,
+            outbox,
+            ticket,
+        })
     }
 }
 
 /// Compare a code.
 #[derive(Debug, Clone)]
 pub struct Verify {
+    /// The app.
+    pub app_id: Uuid,
     /// The code as typed (any string; wrong formats count as wrong codes).
     pub code: String,
+    /// A callback target for this verification only: URL and, optionally, a secret
+    /// (the association's secret is reused when absent).
+    pub callback_override: Option<(String, Option<String>)>,
 }
 
-/// What a verify did, for the runtime to acknowledge and (later) emit events from.
+/// What a verify did, for the runtime to acknowledge and dispatch.
 #[derive(Debug)]
 pub struct Verified {
     /// The outcome.
     pub outcome: VerifyOutcome,
-    /// The flake's callback association at the time.
-    pub callback: Option<CallbackTarget>,
+    /// Events to deliver once committed.
+    pub outbox: Outbox,
     /// Commit of the change (done when nothing changed).
     pub ticket: Ticket,
 }
@@ -275,18 +321,98 @@ impl Handler<Verify> for OtpActor {
                 "no OTP for this phone number and app".into(),
             ));
         };
-        let callback = rec.flake.as_ref().and_then(|f| f.callback.clone());
-        let ticket = if changed {
-            self.persist(Vec::new())
+        let association = rec.flake.as_ref().and_then(|f| f.callback.clone());
+        let target = match msg.callback_override {
+            Some((url, secret)) => Some(CallbackTarget {
+                url,
+                secret: secret.or_else(|| association.and_then(|a| a.secret)),
+            }),
+            None => association,
+        };
+        let outbox = verify_events(
+            &self.shared.webhooks,
+            msg.app_id,
+            self.key.phone.as_str(),
+            &outcome,
+            target.as_ref(),
+            now,
+        );
+        let ticket = if changed || !outbox.is_empty() {
+            self.persist(outbox.changes())
         } else {
             Ticket::done()
         };
         Ok(Verified {
             outcome,
-            callback,
+            outbox,
             ticket,
         })
     }
+}
+
+/// The events a verify outcome emits (SPEC section 5): `otp.*` to the app's webhook,
+/// `flake.*` to the callback target.
+fn verify_events(
+    webhooks: &WebhookDirectory,
+    app_id: Uuid,
+    phone: &str,
+    outcome: &VerifyOutcome,
+    target: Option<&CallbackTarget>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Outbox {
+    let mut outbox = Outbox::default();
+    match outcome {
+        VerifyOutcome::Verified {
+            flake_id,
+            verified_at,
+        } => {
+            let data = events::otp_verified(*flake_id, phone, *verified_at);
+            outbox.webhook_event(
+                webhooks,
+                app_id,
+                ServiceType::Otp,
+                "otp.verified",
+                now,
+                data,
+            );
+            if let Some(t) = target {
+                let data = events::flake_verified(*flake_id, phone, *verified_at);
+                outbox.callback_event(app_id, t, "flake.verified", now, data);
+            }
+        }
+        VerifyOutcome::InvalidCode {
+            flake_id,
+            remaining_attempts,
+        } => {
+            let data =
+                events::otp_failed(*flake_id, phone, "invalid_code", *remaining_attempts, now);
+            outbox.webhook_event(webhooks, app_id, ServiceType::Otp, "otp.failed", now, data);
+        }
+        VerifyOutcome::MaxAttempts {
+            flake_id,
+            just_failed: true,
+            failed_at,
+        } => {
+            let data = events::otp_failed(*flake_id, phone, "max_attempts", 0, *failed_at);
+            outbox.webhook_event(webhooks, app_id, ServiceType::Otp, "otp.failed", now, data);
+            if let Some(t) = target {
+                let data = events::flake_failed(*flake_id, phone, *failed_at);
+                outbox.callback_event(app_id, t, "flake.failed", now, data);
+            }
+        }
+        VerifyOutcome::Expired {
+            flake_id,
+            expired_at,
+        } => {
+            let data = events::otp_expired(*flake_id, phone, *expired_at);
+            outbox.webhook_event(webhooks, app_id, ServiceType::Otp, "otp.expired", now, data);
+        }
+        VerifyOutcome::MaxAttempts {
+            just_failed: false, ..
+        }
+        | VerifyOutcome::AlreadyVerified { .. } => {}
+    }
+    outbox
 }
 
 /// Invalidate the pending flake.

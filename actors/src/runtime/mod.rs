@@ -10,15 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use actix::{Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message};
+use actix::{Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message, Supervisor};
 use chrono::Utc;
 use dashmap::DashSet;
 use uuid::Uuid;
 
-use crate::app::{validate_app_key, App, AppSettings, CreatedApiKey, CreatedApp, NewApp};
+use crate::app::{App, AppSettings};
 use crate::apps::AppDirectory;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, ProviderKind, RuntimeConfig};
+use crate::delivery::{DeliveryContext, Dispatcher};
 use crate::error::Error;
 use crate::idempotency::{self, Begin};
 use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
@@ -26,16 +27,24 @@ use crate::otp::{
     CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, VerifyOutcome,
 };
 use crate::otp_actor::{
-    Invalidate, Issue, OtpActor, PendingSend, Reload, ResumeSend, Shared, Status, Verify,
+    Invalidate, Issue, IssueDone, OtpActor, PendingSend, Reload, ResumeSend, Shared, Status, Verify,
 };
 use crate::phone::Phone;
 use crate::provider::{HttpProvider, LogProvider, Provider};
 use crate::ratelimit::AppLimiter;
 use crate::registry::Registry;
-use crate::secrets::{generate_api_key, hash_api_key, random_hex, Digest32, Pepper};
+use crate::secrets::{Digest32, Pepper};
 use crate::sender::MessageSender;
-use crate::storage::{self, Change, Snapshot, StorageError, Ticket};
+use crate::webhooks::WebhookDirectory;
+
+mod apps;
+mod webhooks;
+
+use crate::storage::{self, Change, Snapshot, Ticket};
 use crate::url_policy::{UrlPolicy, UrlPolicyError};
+pub use webhooks::{
+    DeliveryDetail, DeliveryPage, DeliveryQuery, Latency, NewWebhook, WebhookPatch, WebhookStats,
+};
 
 /// `POST /v1/otp/request` and `/resend` input (the phone as the client typed it).
 #[derive(Debug, Clone, Default)]
@@ -130,12 +139,27 @@ impl RuntimeBuilder {
         };
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+        let webhooks = Arc::new(WebhookDirectory::default());
+        let policy = UrlPolicy::new(
+            config.callbacks.allow_http,
+            config.callbacks.allowed_cidrs.clone(),
+        );
+        let delivery_cx = DeliveryContext::new(
+            policy.clone(),
+            snapshot.clone(),
+            clock.clone(),
+            config.delivery.clone(),
+            webhooks.clone(),
+        )
+        .map_err(Error::Validation)?;
+        let dispatcher = Arc::new(Dispatcher::new(Arc::new(delivery_cx), handles.clone()));
         let shared = Arc::new(Shared {
             clock: clock.clone(),
             snapshot: snapshot.clone(),
             pepper,
             limiter: AppLimiter::default(),
             live_actors: AtomicI64::new(0),
+            webhooks: webhooks.clone(),
         });
         let sender = Arc::new(MessageSender {
             provider,
@@ -150,11 +174,9 @@ impl RuntimeBuilder {
             arbiters: handles.clone(),
             next: AtomicUsize::new(0),
         });
-        let policy = UrlPolicy::new(
-            config.callbacks.allow_http,
-            config.callbacks.allowed_cidrs.clone(),
-        );
         let inner = Arc::new(Inner {
+            dispatcher,
+            webhooks,
             registry: Registry::new(handles),
             apps: AppDirectory::new(),
             shared,
@@ -173,6 +195,15 @@ impl RuntimeBuilder {
             .apps
             .reload(&runtime.inner.shared.snapshot)
             .await?;
+        for w in runtime
+            .inner
+            .shared
+            .snapshot
+            .read(storage::load_webhooks)
+            .await?
+        {
+            runtime.inner.webhooks.insert(w);
+        }
         runtime.recover().await?;
         runtime.spawn_housekeeping();
         runtime.inner.ready.store(true, Ordering::Release);
@@ -215,7 +246,9 @@ async fn load_pepper(config: &RuntimeConfig, snapshot: &Snapshot) -> Result<Pepp
 
 struct Inner {
     config: RuntimeConfig,
-    registry: Registry,
+    dispatcher: Arc<Dispatcher>,
+    webhooks: Arc<WebhookDirectory>,
+    registry: Registry<OtpKey, OtpActor>,
     apps: AppDirectory,
     shared: Arc<Shared>,
     sender: Arc<MessageSender>,
@@ -266,8 +299,15 @@ impl Runtime {
     }
 
     /// Waits for a commit when `durability = "commit"`; in async mode watches it in
-    /// the background. A failed commit reloads the actor from its last snapshot.
-    async fn settle(&self, ticket: Ticket, key: Option<&OtpKey>) -> Result<(), Error> {
+    /// the background. `after_commit` (sending messages, dispatching deliveries) runs
+    /// only once the commit is done, in both modes: outbox before network. A failed
+    /// commit reloads the actor from its last snapshot.
+    async fn settle(
+        &self,
+        ticket: Ticket,
+        key: Option<&OtpKey>,
+        after_commit: impl FnOnce(&Runtime) + Send + 'static,
+    ) -> Result<(), Error> {
         match self.inner.config.storage.durability {
             Durability::Commit => {
                 if let Err(e) = ticket.committed().await {
@@ -277,21 +317,35 @@ impl Runtime {
                     }
                     return Err(Error::Storage(e));
                 }
+                after_commit(self);
                 Ok(())
             }
             Durability::Async => {
                 let this = self.clone();
                 let key = key.cloned();
                 actix_rt::spawn(async move {
-                    if let Err(e) = ticket.committed().await {
-                        tracing::error!(error = %e, "asynchronous commit failed");
-                        if let Some(key) = key {
-                            this.reload_actor(&key);
+                    match ticket.committed().await {
+                        Ok(()) => after_commit(&this),
+                        Err(e) => {
+                            tracing::error!(error = %e, "asynchronous commit failed");
+                            if let Some(key) = key {
+                                this.reload_actor(&key);
+                            }
                         }
                     }
                 });
                 Ok(())
             }
+        }
+    }
+
+    /// Hands committed deliveries to their endpoints.
+    pub(crate) fn dispatch_all(
+        &self,
+        deliveries: impl IntoIterator<Item = crate::delivery::Delivery>,
+    ) {
+        for d in deliveries {
+            self.inner.dispatcher.dispatch(d);
         }
     }
 
@@ -310,7 +364,11 @@ impl Runtime {
     {
         self.check_open()?;
         for _ in 0..3 {
-            let addr = self.inner.registry.get_or_spawn(key, &self.inner.shared);
+            let shared = &self.inner.shared;
+            let addr = self.inner.registry.get_or_spawn(key, |arbiter, _| {
+                let (key, shared) = (key.clone(), shared.clone());
+                Supervisor::start_in_arbiter(arbiter, move |_| OtpActor::new(key, shared))
+            });
             match addr.send(msg.clone()).await {
                 Ok(result) => return Ok(result),
                 Err(MailboxError::Closed) => self.inner.registry.forget(key, &addr),
@@ -422,11 +480,19 @@ impl Runtime {
             callback,
             test_code,
         };
-        let (issued, pending, ticket) = self.ask(&key, msg).await??;
-        self.settle(ticket, Some(&key)).await?;
-        if let Some(pending) = pending {
-            self.inner.sender.dispatch(pending);
-        }
+        let IssueDone {
+            issued,
+            send,
+            outbox,
+            ticket,
+        } = self.ask(&key, msg).await??;
+        self.settle(ticket, Some(&key), move |rt| {
+            if let Some(send) = send {
+                rt.inner.sender.dispatch(send);
+            }
+            rt.dispatch_all(outbox.deliveries());
+        })
+        .await?;
         Ok(issued)
     }
 
@@ -448,13 +514,23 @@ impl Runtime {
                 "code must be at most 64 characters".into(),
             ));
         }
-        // Validated now so a bad override is refused before an attempt is used; it
-        // becomes the callback target for this verification's events.
-        let _override = self
+        // Checked before the actor so a bad override uses no attempt; it becomes the
+        // callback target of this verification (its secret defaults to the association's).
+        let callback_override = self
             .callback_target(req.callback_url.as_deref(), req.callback_secret.as_deref())
-            .await?;
-        let verified = self.ask(&key, Verify { code: req.code }).await??;
-        self.settle(verified.ticket, Some(&key)).await?;
+            .await?
+            .map(|t| (t.url, req.callback_secret.clone()));
+        let msg = Verify {
+            app_id: app.app_id,
+            code: req.code,
+            callback_override,
+        };
+        let verified = self.ask(&key, msg).await??;
+        let outbox = verified.outbox;
+        self.settle(verified.ticket, Some(&key), move |rt| {
+            rt.dispatch_all(outbox.deliveries())
+        })
+        .await?;
         Ok(VerifyResult {
             phone_number: key.phone.to_string(),
             outcome: verified.outcome,
@@ -469,7 +545,7 @@ impl Runtime {
     ) -> Result<(Uuid, String), Error> {
         let key = self.key(app, phone_number)?;
         let (flake_id, ticket) = self.ask(&key, Invalidate).await??;
-        self.settle(ticket, Some(&key)).await?;
+        self.settle(ticket, Some(&key), |_| {}).await?;
         Ok((flake_id, key.phone.to_string()))
     }
 
@@ -488,234 +564,6 @@ impl Runtime {
             .read(move |conn| storage::load_message(conn, &app_id, &message_id))
             .await?
             .ok_or_else(|| Error::NotFound("no such message".into()))
-    }
-
-    // ----- apps -------------------------------------------------------------
-
-    /// The app an API key belongs to (401 otherwise).
-    pub async fn authenticate(&self, api_key: &str) -> Result<Arc<App>, Error> {
-        if api_key.is_empty() || api_key.len() > 512 {
-            return Err(Error::Unauthorized);
-        }
-        self.inner
-            .apps
-            .authenticate(&self.inner.shared.snapshot, api_key)
-            .await
-            .ok_or(Error::Unauthorized)
-    }
-
-    /// Every app (no secrets).
-    pub fn apps(&self) -> Vec<Arc<App>> {
-        let mut apps: Vec<_> = self.inner.apps.apps.iter().map(|a| a.clone()).collect();
-        apps.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then(a.app_key.cmp(&b.app_key))
-        });
-        apps
-    }
-
-    /// One app by id.
-    pub fn app(&self, app_id: Uuid) -> Option<Arc<App>> {
-        self.inner.apps.apps.get(&app_id).map(|a| a.clone())
-    }
-
-    /// Creates an app with one API key (shown once).
-    pub async fn create_app(&self, new: NewApp) -> Result<CreatedApp, Error> {
-        self.check_open()?;
-        let name = new.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(Error::Validation("name must be 1–100 characters".into()));
-        }
-        let app_key = new
-            .app_key
-            .unwrap_or_else(|| format!("app_{}", random_hex(6)));
-        validate_app_key(&app_key).map_err(Error::Validation)?;
-        let settings = new.settings.validated().map_err(Error::Validation)?;
-        if self.inner.apps.by_app_key(&app_key).is_some() {
-            return Err(Error::Conflict(format!(
-                "an app with app_key {app_key:?} already exists"
-            )));
-        }
-        let api_key = new.api_key.unwrap_or_else(generate_api_key);
-        check_api_key(&api_key)?;
-        let app = App {
-            app_id: new.app_id.unwrap_or_else(Uuid::new_v4),
-            app_key,
-            name,
-            settings,
-            created_at: self.inner.shared.clock.now(),
-        };
-        let key_id = Uuid::new_v4();
-        let hash = hash_api_key(&api_key);
-        if self.inner.apps.keys.contains_key(&hash) {
-            return Err(Error::Conflict("that API key is already in use".into()));
-        }
-        self.write_app_changes(vec![
-            Change::App(app.clone()),
-            Change::ApiKey {
-                key_id,
-                app_id: app.app_id,
-                key_hash: hash,
-                created_at: app.created_at,
-            },
-        ])
-        .await?;
-        self.inner
-            .apps
-            .apps
-            .insert(app.app_id, Arc::new(app.clone()));
-        self.inner.apps.keys.insert(hash, (key_id, app.app_id));
-        Ok(CreatedApp {
-            app,
-            key_id,
-            api_key,
-        })
-    }
-
-    /// Creates or updates an app from a config `[[apps]]` entry (idempotent by `app_key`).
-    pub async fn upsert_app(&self, new: NewApp) -> Result<Arc<App>, Error> {
-        let app_key = new
-            .app_key
-            .clone()
-            .ok_or_else(|| Error::Validation("app_key is required".into()))?;
-        let Some(existing) = self.inner.apps.by_app_key(&app_key) else {
-            return Ok(Arc::new(self.create_app(new).await?.app));
-        };
-        if new.app_id.is_some_and(|id| id != existing.app_id) {
-            return Err(Error::Conflict(format!(
-                "app_key {app_key:?} belongs to app {}",
-                existing.app_id
-            )));
-        }
-        let settings = new.settings.validated().map_err(Error::Validation)?;
-        let app = App {
-            name: new.name,
-            settings,
-            ..(*existing).clone()
-        };
-        let mut changes = vec![Change::App(app.clone())];
-        let mut added = None;
-        if let Some(api_key) = &new.api_key {
-            check_api_key(api_key)?;
-            let hash = hash_api_key(api_key);
-            match self.inner.apps.keys.get(&hash).map(|e| *e.value()) {
-                Some((_, owner)) if owner != app.app_id => {
-                    return Err(Error::Conflict(
-                        "that API key belongs to another app".into(),
-                    ))
-                }
-                Some(_) => {}
-                None => {
-                    let key_id = Uuid::new_v4();
-                    changes.push(Change::ApiKey {
-                        key_id,
-                        app_id: app.app_id,
-                        key_hash: hash,
-                        created_at: Utc::now(),
-                    });
-                    added = Some((hash, key_id));
-                }
-            }
-        }
-        self.write_app_changes(changes).await?;
-        let app = Arc::new(app);
-        self.inner.apps.apps.insert(app.app_id, app.clone());
-        if let Some((hash, key_id)) = added {
-            self.inner.apps.keys.insert(hash, (key_id, app.app_id));
-        }
-        Ok(app)
-    }
-
-    /// Changes an app's settings (PATCH semantics: only the keys given) and/or name.
-    pub async fn patch_app(
-        &self,
-        app_id: Uuid,
-        name: Option<String>,
-        settings: Option<&serde_json::Value>,
-    ) -> Result<Arc<App>, Error> {
-        self.check_open()?;
-        let existing = self
-            .app(app_id)
-            .ok_or_else(|| Error::NotFound("no such app".into()))?;
-        let mut app = (*existing).clone();
-        if let Some(patch) = settings {
-            app.settings = existing
-                .settings
-                .patched(patch)
-                .map_err(Error::Validation)?;
-        }
-        if let Some(name) = name {
-            let name = name.trim().to_string();
-            if name.is_empty() || name.chars().count() > 100 {
-                return Err(Error::Validation("name must be 1–100 characters".into()));
-            }
-            app.name = name;
-        }
-        self.write_app_changes(vec![Change::App(app.clone())])
-            .await?;
-        let app = Arc::new(app);
-        self.inner.apps.apps.insert(app_id, app.clone());
-        Ok(app)
-    }
-
-    /// Adds an API key to an app (shown once).
-    pub async fn create_api_key(&self, app_id: Uuid) -> Result<CreatedApiKey, Error> {
-        self.check_open()?;
-        if self.app(app_id).is_none() {
-            return Err(Error::NotFound("no such app".into()));
-        }
-        let api_key = generate_api_key();
-        let key_id = Uuid::new_v4();
-        let hash = hash_api_key(&api_key);
-        self.write_app_changes(vec![Change::ApiKey {
-            key_id,
-            app_id,
-            key_hash: hash,
-            created_at: Utc::now(),
-        }])
-        .await?;
-        self.inner.apps.keys.insert(hash, (key_id, app_id));
-        Ok(CreatedApiKey { key_id, api_key })
-    }
-
-    /// Removes an API key; requests with it are refused from then on.
-    pub async fn delete_api_key(&self, app_id: Uuid, key_id: Uuid) -> Result<(), Error> {
-        self.check_open()?;
-        let hash: Option<Digest32> = self
-            .inner
-            .apps
-            .keys
-            .iter()
-            .find(|e| *e.value() == (key_id, app_id))
-            .map(|e| *e.key());
-        let exists = match hash {
-            Some(_) => true,
-            None => {
-                self.inner
-                    .shared
-                    .snapshot
-                    .read(move |c| storage::api_key_exists(c, &app_id, &key_id))
-                    .await?
-            }
-        };
-        if !exists {
-            return Err(Error::NotFound("no such API key".into()));
-        }
-        self.write_app_changes(vec![Change::DeleteApiKey { app_id, key_id }])
-            .await?;
-        if let Some(hash) = hash {
-            self.inner.apps.keys.remove(&hash);
-        }
-        Ok(())
-    }
-
-    async fn write_app_changes(&self, changes: Vec<Change>) -> Result<(), Error> {
-        match self.inner.shared.snapshot.write(changes).committed().await {
-            Ok(()) => Ok(()),
-            Err(StorageError::Conflict(msg)) => Err(Error::Conflict(msg)),
-            Err(e) => Err(Error::Storage(e)),
-        }
     }
 
     // ----- idempotency ------------------------------------------------------
@@ -838,6 +686,11 @@ impl Runtime {
                 tracing::error!(error = %e, "resuming a queued message failed");
             }
         }
+        let pending = snapshot.read(storage::load_pending_deliveries).await?;
+        if !pending.is_empty() {
+            tracing::info!(count = pending.len(), "resuming unfinished deliveries");
+        }
+        self.dispatch_all(pending);
         Ok(())
     }
 
@@ -911,9 +764,9 @@ impl Runtime {
                 if inner.shutting_down.load(Ordering::Acquire) {
                     return;
                 }
-                let reaped = inner.registry.reap(idle);
+                let reaped = inner.registry.reap(idle) + inner.dispatcher.reap(idle);
                 if reaped > 0 {
-                    tracing::debug!(reaped, "idle OTP actors stopped");
+                    tracing::debug!(reaped, "idle actors stopped");
                 }
                 rounds += 1;
                 if rounds % 60 == 1 {
@@ -927,15 +780,6 @@ impl Runtime {
             }
         });
     }
-}
-
-fn check_api_key(key: &str) -> Result<(), Error> {
-    if key.len() < 16 || key.len() > 256 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::Validation(
-            "api_key must be 16–256 printable characters without spaces".into(),
-        ));
-    }
-    Ok(())
 }
 
 impl std::fmt::Debug for Runtime {
