@@ -207,9 +207,9 @@ async fn expiry_and_cooldown_follow_the_injected_clock() {
 #[actix_rt::test]
 async fn http_provider_is_retried_on_the_schedule_then_marks_sent_with_its_id() {
     let rx = receiver(vec![
-        (500, "{}"),
-        (503, "{}"),
-        (200, r#"{"provider_message_id":"abc-1"}"#),
+        Reply::Status(500, "{}"),
+        Reply::Status(503, "{}"),
+        Reply::Status(200, r#"{"provider_message_id":"abc-1"}"#),
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -258,7 +258,7 @@ async fn http_provider_is_retried_on_the_schedule_then_marks_sent_with_its_id() 
     let m = runtime.message(&app, id).await.unwrap();
     assert_eq!(m.status, MessageStatus::Sent);
     assert_eq!(m.provider_message_id.as_deref(), Some("abc-1"));
-    let body: serde_json::Value = serde_json::from_str(&rx.bodies.lock().unwrap()[0]).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&rx.bodies()[0]).unwrap();
     assert_eq!(body["to"], CANON);
     assert_eq!(body["message_id"], id.to_string());
 }

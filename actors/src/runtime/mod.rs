@@ -623,9 +623,11 @@ impl Runtime {
         self.inner.shared.snapshot.stats()
     }
 
-    /// Drops idle actors now (the housekeeping task does this periodically).
+    /// Drops idle actors now, OTP and delivery alike (the housekeeping task does this
+    /// periodically); returns how many.
     pub fn reap_idle(&self, idle: Duration) -> usize {
-        self.inner.registry.reap(idle.as_secs().max(1))
+        let secs = idle.as_secs().max(1);
+        self.inner.registry.reap(secs) + self.inner.dispatcher.reap(secs)
     }
 
     /// The address of the actor for (app, phone), if one is registered. For tests

@@ -144,33 +144,85 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-/// A real HTTP receiver on 127.0.0.1 answering each request with the next status
-/// from `script` (the last one repeats) and counting requests.
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    /// This status and body.
+    Status(u16, &'static str),
+    /// This status with a `Retry-After` header (seconds).
+    RetryAfter(u16, u64),
+    /// Never answer (until the client gives up).
+    Hang,
+    /// Close the connection without answering.
+    Reset,
+    /// Answer 200 after this many milliseconds.
+    Slow(u64),
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+/// A real HTTP receiver on 127.0.0.1 answering each request with the next reply
+/// from `script` (the last one repeats), recording what it got.
 pub struct Receiver {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
-    pub bodies: Arc<Mutex<Vec<String>>>,
+    pub got: Arc<Mutex<Vec<Received>>>,
 }
 
-pub async fn receiver(script: Vec<(u16, &'static str)>) -> Receiver {
+impl Receiver {
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.received().into_iter().map(|r| r.body).collect()
+    }
+
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let got = self.got.clone();
+        eventually(&format!("{n} requests at {}", self.url), || {
+            got.lock().unwrap().len() >= n
+        })
+        .await;
+        self.received()
+    }
+}
+
+pub async fn receiver(script: Vec<Reply>) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/send", listener.local_addr().unwrap());
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let hits = Arc::new(AtomicUsize::new(0));
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let (h, b) = (hits.clone(), bodies.clone());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (h, g) = (hits.clone(), got.clone());
     actix_rt::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
-            let n = h.fetch_add(1, Ordering::SeqCst);
-            let (status, body) = script[n.min(script.len() - 1)];
-            let b = b.clone();
+            let (h, g, script) = (h.clone(), g.clone(), script.clone());
             actix_rt::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // Read headers and a Content-Length body.
-                loop {
+                let mut chunk = [0u8; 8192];
+                let received = loop {
                     let Ok(k) = sock.read(&mut chunk).await else {
                         return;
                     };
@@ -178,26 +230,57 @@ pub async fn receiver(script: Vec<(u16, &'static str)>) -> Receiver {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..k]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            b.lock().unwrap().push(
-                                String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string(),
-                            );
-                            break;
-                        }
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let mut lines = head.lines();
+                    let path = lines
+                        .next()
+                        .unwrap_or("")
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_string();
+                    let headers: HashMap<String, String> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let len = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        let body =
+                            String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                        break Received {
+                            path,
+                            headers,
+                            body,
+                        };
                     }
-                }
+                };
+                let n = h.fetch_add(1, Ordering::SeqCst);
+                g.lock().unwrap().push(received);
+                let reply = script[n.min(script.len() - 1)];
+                let (status, extra, body) = match reply {
+                    Reply::Status(s, b) => (s, String::new(), b),
+                    Reply::RetryAfter(s, secs) => (s, format!("retry-after: {secs}\r\n"), "{}"),
+                    Reply::Hang => {
+                        futures::future::pending::<()>().await;
+                        return;
+                    }
+                    Reply::Reset => {
+                        drop(sock);
+                        return;
+                    }
+                    Reply::Slow(ms) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        (200, String::new(), "{}")
+                    }
+                };
                 let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
@@ -205,7 +288,15 @@ pub async fn receiver(script: Vec<(u16, &'static str)>) -> Receiver {
             });
         }
     });
-    Receiver { url, hits, bodies }
+    Receiver { url, hits, got }
+}
+
+/// A config whose URL policy lets deliveries reach loopback receivers.
+pub fn loopback_config(dir: &std::path::Path) -> RuntimeConfig {
+    let mut c = config(dir);
+    c.callbacks.allow_http = true;
+    c.callbacks.allowed_cidrs = vec!["127.0.0.0/8".parse().unwrap()];
+    c
 }
 
 /// Map of phone → code from a provider, for convenience.
