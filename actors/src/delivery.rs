@@ -361,7 +361,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(cx: Arc<DeliveryContext>, arbiters: Vec<ArbiterHandle>) -> Dispatcher {
         Dispatcher {
-            registry: Registry::new(arbiters),
+            registry: Registry::with_busy_counters(arbiters),
             cx,
             health: DashMap::new(),
         }

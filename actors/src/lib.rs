@@ -49,6 +49,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod message;
+pub mod message_actor;
 pub mod otp;
 pub mod otp_actor;
 pub mod phone;

@@ -58,10 +58,11 @@ impl FromStr for Channel {
 }
 
 /// Where a message is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     /// Committed, not yet accepted by the provider.
+    #[default]
     Queued,
     /// Accepted by the provider.
     Sent,
@@ -142,10 +143,144 @@ pub struct MessageRecord {
     /// Provider calls made so far.
     #[serde(skip)]
     pub attempts: u32,
+    /// Per-message delivery reports, when requested.
+    #[serde(skip)]
+    pub report: Option<ReportTarget>,
     /// Created.
     #[serde(with = "serde_ts")]
     pub created_at: DateTime<Utc>,
     /// Last change.
     #[serde(with = "serde_ts")]
     pub updated_at: DateTime<Utc>,
+}
+
+/// Which statuses a per-message delivery report is sent for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportType {
+    /// Every applied `sent`, `delivered` and `failed`.
+    #[default]
+    All,
+    /// Only `delivered` and `failed`.
+    Final,
+}
+
+impl ReportType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportType::All => "all",
+            ReportType::Final => "final",
+        }
+    }
+
+    /// Whether a report goes out for `status`.
+    pub fn wants(self, status: MessageStatus) -> bool {
+        match self {
+            ReportType::All => matches!(
+                status,
+                MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Failed
+            ),
+            ReportType::Final => matches!(status, MessageStatus::Delivered | MessageStatus::Failed),
+        }
+    }
+}
+
+/// Where a message's delivery reports go.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReportTarget {
+    /// Policy-checked URL.
+    pub url: String,
+    /// `all` or `final`.
+    pub report_type: ReportType,
+    /// Sent in `<prefix>-Webhook-Secret` and keys the signatures.
+    pub secret: Option<String>,
+}
+
+impl fmt::Debug for ReportTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReportTarget")
+            .field("url", &self.url)
+            .field("report_type", &self.report_type)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl MessageStatus {
+    fn rank(self) -> u8 {
+        match self {
+            MessageStatus::Queued => 0,
+            MessageStatus::Sent => 1,
+            MessageStatus::Delivered => 2,
+            MessageStatus::Read => 3,
+            MessageStatus::Failed => 4,
+        }
+    }
+
+    /// Delivered, read and failed end a message's life (a whatsapp `read` may still follow `delivered`).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            MessageStatus::Delivered | MessageStatus::Read | MessageStatus::Failed
+        )
+    }
+}
+
+/// The status-rank guard (SPEC section 7): whether `new` may replace `current`.
+///
+/// `queued < sent < delivered < read`; a status applies only if it ranks above the
+/// current one; `failed` applies only from `queued` or `sent` and is terminal;
+/// `read` only on whatsapp; nothing moves back to `queued`.
+pub fn status_applies(channel: Channel, current: MessageStatus, new: MessageStatus) -> bool {
+    match new {
+        MessageStatus::Queued => false,
+        MessageStatus::Failed => matches!(current, MessageStatus::Queued | MessageStatus::Sent),
+        MessageStatus::Read if channel != Channel::Whatsapp => false,
+        _ => current != MessageStatus::Failed && new.rank() > current.rank(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MessageStatus::*;
+
+    #[test]
+    fn rank_guard_only_moves_forward() {
+        let sms = Channel::Sms;
+        assert!(status_applies(sms, Queued, Sent));
+        assert!(status_applies(sms, Queued, Delivered));
+        assert!(status_applies(sms, Sent, Delivered));
+        assert!(!status_applies(sms, Delivered, Sent));
+        assert!(!status_applies(sms, Sent, Sent));
+        assert!(!status_applies(sms, Sent, Queued));
+    }
+
+    #[test]
+    fn failed_only_from_queued_or_sent_and_terminal() {
+        let sms = Channel::Sms;
+        assert!(status_applies(sms, Queued, Failed));
+        assert!(status_applies(sms, Sent, Failed));
+        assert!(!status_applies(sms, Delivered, Failed));
+        assert!(!status_applies(sms, Failed, Failed));
+        assert!(!status_applies(sms, Failed, Delivered));
+    }
+
+    #[test]
+    fn read_only_on_whatsapp() {
+        assert!(status_applies(Channel::Whatsapp, Delivered, Read));
+        assert!(status_applies(Channel::Whatsapp, Sent, Read));
+        assert!(!status_applies(Channel::Sms, Delivered, Read));
+        assert!(!status_applies(Channel::Telegram, Sent, Read));
+        assert!(!status_applies(Channel::Whatsapp, Read, Delivered));
+    }
+
+    #[test]
+    fn report_types_choose_statuses() {
+        assert!(ReportType::All.wants(Sent));
+        assert!(!ReportType::All.wants(Read));
+        assert!(!ReportType::Final.wants(Sent));
+        assert!(ReportType::Final.wants(Failed));
+    }
 }

@@ -243,6 +243,7 @@ impl Handler<Issue> for OtpActor {
                 purpose: Purpose::Otp,
                 body: None,
                 attempts: 0,
+                report: None,
                 created_at: now,
                 updated_at: now,
             };

@@ -1,15 +1,16 @@
-//! The registry: which actor owns which key (an (app, phone) or a delivery endpoint).
+//! The registry: which actor owns which key (an (app, phone), a message, or a
+//! delivery endpoint).
 //!
 //! A `DashMap` from key to the actor's address, with get-or-spawn under the shard
 //! lock, so two concurrent first calls for one key cannot start two writers. A new
 //! actor is placed on the next arbiter of the pool (one per core). An entry whose
 //! mailbox has closed (the actor panicked: panics are not supervised) is replaced on
 //! the next call. The reaper drops entries that are idle — untouched for the idle
-//! time and owing no work (`busy == 0`); dropping the last `Addr` stops the actor,
-//! so memory follows the live working set.
+//! time (one second once marked done) and owing no work (`busy == 0`); dropping the
+//! last `Addr` stops the actor, so memory follows the live working set.
 
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,28 +24,60 @@ struct Slot<A: Actor> {
     touched: AtomicU64,
     /// Work the actor still owes (queued or in-flight deliveries); never reaped while > 0.
     busy: Arc<AtomicUsize>,
+    /// The actor's subject is finished (a final message): reaped after one idle second.
+    done: AtomicBool,
 }
+
+type Spawn<'a, A> = Box<dyn FnOnce(&ArbiterHandle, Arc<AtomicUsize>) -> Addr<A> + 'a>;
 
 /// Map of live actors of one kind, spread over a pool of arbiters.
 pub(crate) struct Registry<K, A: Actor> {
     map: DashMap<K, Slot<A>>,
+    /// One counter shared by every slot when the actors owe no work of their own
+    /// (OTP and message actors): saves an allocation per actor.
+    shared_busy: Option<Arc<AtomicUsize>>,
     arbiters: Vec<ArbiterHandle>,
     next: AtomicUsize,
     epoch: Instant,
 }
 
 impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
+    /// A registry whose actors never owe work (`busy` stays 0).
     pub(crate) fn new(arbiters: Vec<ArbiterHandle>) -> Self {
         Registry {
             map: DashMap::new(),
+            shared_busy: Some(Arc::new(AtomicUsize::new(0))),
             arbiters,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
     }
 
+    /// A registry whose actors count the work they owe in their own `busy` counter.
+    pub(crate) fn with_busy_counters(arbiters: Vec<ArbiterHandle>) -> Self {
+        Registry {
+            shared_busy: None,
+            ..Self::new(arbiters)
+        }
+    }
+
     fn now_secs(&self) -> u64 {
         self.epoch.elapsed().as_secs()
+    }
+
+    fn new_slot(&self, now: u64, spawn: Spawn<'_, A>) -> Slot<A> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        let busy = match &self.shared_busy {
+            Some(shared) => shared.clone(),
+            None => Arc::new(AtomicUsize::new(0)),
+        };
+        let addr = spawn(&self.arbiters[i], busy.clone());
+        Slot {
+            addr,
+            touched: AtomicU64::new(now),
+            busy,
+            done: AtomicBool::new(false),
+        }
     }
 
     /// Runs `f` on the live actor for `key` (starting one with `spawn` if there is
@@ -64,28 +97,17 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
                 return f(&slot.addr, &slot.busy);
             }
         }
-        let new_slot =
-            |spawn: Box<dyn FnOnce(&ArbiterHandle, Arc<AtomicUsize>) -> Addr<A> + '_>| {
-                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-                let busy = Arc::new(AtomicUsize::new(0));
-                let addr = spawn(&self.arbiters[i], busy.clone());
-                Slot {
-                    addr,
-                    touched: AtomicU64::new(now),
-                    busy,
-                }
-            };
         match self.map.entry(key.clone()) {
             Entry::Occupied(o) if o.get().addr.connected() => {
                 o.get().touched.store(now, Ordering::Relaxed);
                 f(&o.get().addr, &o.get().busy)
             }
             Entry::Occupied(mut o) => {
-                o.insert(new_slot(Box::new(spawn)));
+                o.insert(self.new_slot(now, Box::new(spawn)));
                 f(&o.get().addr, &o.get().busy)
             }
             Entry::Vacant(v) => {
-                let slot = v.insert(new_slot(Box::new(spawn)));
+                let slot = v.insert(self.new_slot(now, Box::new(spawn)));
                 f(&slot.addr, &slot.busy)
             }
         }
@@ -100,7 +122,7 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         self.with_actor(key, spawn, |addr, _| addr.clone())
     }
 
-    /// Forgets `addr` for `key` if it is still the registered one (its mailbox closed).
+    /// Forgets `addr` for `key` if it is still the registered one.
     pub(crate) fn forget(&self, key: &K, addr: &Addr<A>) {
         self.map.remove_if(key, |_, slot| slot.addr == *addr);
     }
@@ -110,13 +132,26 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         self.map.get(key).map(|s| s.addr.clone())
     }
 
-    /// Drops entries idle for at least `idle_secs` that owe no work; returns how many.
+    /// Marks the actor for `key` finished: it leaves after one idle second.
+    pub(crate) fn mark_done(&self, key: &K) {
+        if let Some(slot) = self.map.get(key) {
+            slot.done.store(true, Ordering::Release);
+        }
+    }
+
+    /// Drops entries that owe no work and are idle for at least `idle_secs` (one
+    /// second once done); returns how many.
     pub(crate) fn reap(&self, idle_secs: u64) -> usize {
         let now = self.now_secs();
         let before = self.map.len();
         self.map.retain(|_, slot| {
-            slot.busy.load(Ordering::Acquire) > 0
-                || now.saturating_sub(slot.touched.load(Ordering::Relaxed)) < idle_secs
+            let idle = now.saturating_sub(slot.touched.load(Ordering::Relaxed));
+            let limit = if slot.done.load(Ordering::Acquire) {
+                1
+            } else {
+                idle_secs
+            };
+            slot.busy.load(Ordering::Acquire) > 0 || idle < limit
         });
         before.saturating_sub(self.map.len())
     }

@@ -2,8 +2,9 @@
 //!
 //! A send runs as a task on one of the runtime's arbiters, so a slow provider never
 //! holds an API worker or an OTP actor. It retries on the delivery retry schedule
-//! (time from the injectable clock), then records `sent` (with the provider's id) or
-//! `failed` with `error_code: "provider_error"`.
+//! (time from the injectable clock). The outcome — `sent` with the provider's id, or
+//! `failed` with `error_code: "provider_error"` — goes through the message's actor
+//! like any status report, so it obeys the rank guard and emits the same events.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,14 +14,14 @@ use actix::ArbiterHandle;
 
 use crate::clock::Clock;
 use crate::message::MessageStatus;
+use crate::message_actor::{MessageBook, StatusUpdate};
 use crate::otp_actor::PendingSend;
 use crate::provider::Provider;
-use crate::storage::{Change, Snapshot};
 
 /// Sends messages through the configured provider.
 pub(crate) struct MessageSender {
     pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) snapshot: Snapshot,
+    pub(crate) book: Arc<MessageBook>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retry_schedule: Vec<Duration>,
     pub(crate) arbiters: Vec<ArbiterHandle>,
@@ -36,47 +37,41 @@ impl MessageSender {
     }
 
     async fn run(&self, pending: PendingSend) {
-        let PendingSend {
-            mut record,
-            outbound,
-        } = pending;
+        let PendingSend { record, outbound } = pending;
         let mut last_error = String::new();
+        let mut attempts = record.attempts;
         for attempt in 0..=self.retry_schedule.len() {
             if attempt > 0 {
                 self.clock.sleep(self.retry_schedule[attempt - 1]).await;
             }
-            record.attempts += 1;
+            attempts += 1;
             match self.provider.send(&outbound).await {
                 Ok(receipt) => {
-                    record.status = MessageStatus::Sent;
-                    record.provider_message_id = receipt.provider_message_id;
-                    record.error_code = None;
-                    record.error_message = None;
-                    record.updated_at = self.clock.now();
-                    self.save(record).await;
+                    let update = StatusUpdate {
+                        provider_message_id: receipt.provider_message_id,
+                        attempts: Some(attempts),
+                        ..StatusUpdate::status(MessageStatus::Sent)
+                    };
+                    self.record(record.message_id, update).await;
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(message_id = %record.message_id, attempt = record.attempts, error = %e, "provider refused a message");
+                    tracing::warn!(message_id = %record.message_id, attempt = attempts, error = %e, "provider refused a message");
                     last_error = e.0;
                 }
             }
         }
-        record.status = MessageStatus::Failed;
-        record.error_code = Some("provider_error".into());
-        record.error_message = Some(last_error);
-        record.updated_at = self.clock.now();
-        self.save(record).await;
+        let update = StatusUpdate {
+            error_code: Some("provider_error".into()),
+            error_message: Some(last_error),
+            attempts: Some(attempts),
+            ..StatusUpdate::status(MessageStatus::Failed)
+        };
+        self.record(record.message_id, update).await;
     }
 
-    async fn save(&self, record: crate::message::MessageRecord) {
-        let id = record.message_id;
-        if let Err(e) = self
-            .snapshot
-            .write(vec![Change::Message(record)])
-            .committed()
-            .await
-        {
+    async fn record(&self, id: uuid::Uuid, update: StatusUpdate) {
+        if let Err(e) = self.book.apply(id, update).await {
             tracing::error!(message_id = %id, error = %e, "recording a message status failed");
         }
     }

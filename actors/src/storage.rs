@@ -27,7 +27,7 @@ use crate::clock::{from_millis, to_millis};
 use crate::config::{Durability, StorageConfig, Synchronous};
 use crate::delivery::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView};
 use crate::events::{Event, ServiceType};
-use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
+use crate::message::{Channel, MessageRecord, MessageStatus, Purpose, ReportTarget, ReportType};
 use crate::otp::{CallbackTarget, Flake, FlakeStatus, OtpKey, OtpRecord};
 use crate::secrets::Digest32;
 use crate::webhooks::{Webhook, WebhookStatus};
@@ -143,6 +143,10 @@ pub struct SnapshotStats {
 }
 
 type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
+type Reply = oneshot::Sender<Result<(), StorageError>>;
+
+/// A page of deliveries and the cursor `(created_at ms, delivery_id)` of the next one.
+pub type DeliveryListing = (Vec<DeliveryView>, Option<(i64, String)>);
 
 enum Op {
     Write(
@@ -178,6 +182,45 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Acknowledgement per durability mode. `commit`: waits for the commit, then runs
+    /// `on_commit`. `async`: returns at once and runs `on_commit` (or `on_error`) when
+    /// the commit lands. Either way `on_commit` — sending, dispatching — never runs
+    /// before the commit: outbox before network.
+    pub(crate) async fn settle(
+        self,
+        durability: Durability,
+        on_commit: impl FnOnce() + Send + 'static,
+        on_error: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StorageError> {
+        match durability {
+            Durability::Commit => match self.committed().await {
+                Ok(()) => {
+                    on_commit();
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed; the change was not acknowledged");
+                    on_error();
+                    Err(e)
+                }
+            },
+            Durability::Async => {
+                actix_rt::spawn(async move {
+                    match self.committed().await {
+                        Ok(()) => on_commit(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "asynchronous commit failed");
+                            on_error();
+                        }
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Snapshot")
@@ -210,7 +253,8 @@ CREATE TABLE IF NOT EXISTS messages (
     message_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, channel TEXT NOT NULL,
     recipient TEXT NOT NULL, body TEXT, sender_id TEXT, purpose TEXT NOT NULL,
     status TEXT NOT NULL, error_code TEXT, error_message TEXT, provider_message_id TEXT,
-    attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+    attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    report_url TEXT, report_type TEXT, report_secret TEXT);
 CREATE INDEX IF NOT EXISTS messages_queued ON messages(status) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS messages_provider_id ON messages(provider_message_id)
     WHERE provider_message_id IS NOT NULL;
@@ -242,7 +286,7 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
     delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL, at INTEGER NOT NULL,
     status_code INTEGER, error TEXT, duration_ms INTEGER NOT NULL,
     PRIMARY KEY (delivery_id, attempt)) WITHOUT ROWID;
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 "#;
 
 impl Snapshot {
@@ -320,7 +364,22 @@ pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connecti
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
+}
+
+/// Brings a database made by an earlier otpd up to the current schema.
+fn migrate(conn: &Connection) -> Result<(), StorageError> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('messages')")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for column in ["report_url", "report_type", "report_secret"] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {column} TEXT"))?;
+        }
+    }
+    Ok(())
 }
 
 struct Writer {
@@ -369,10 +428,7 @@ impl Writer {
     /// Applies one batch; returns true when a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Op>) -> bool {
         let started = Instant::now();
-        let mut replies: Vec<(
-            oneshot::Sender<Result<(), StorageError>>,
-            Result<(), StorageError>,
-        )> = Vec::new();
+        let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::new();
         let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
         let count = batch.len() as u64;
         let outcome = (|| -> Result<(), StorageError> {
@@ -485,8 +541,9 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
         Change::Message(m) => {
             let mut stmt = conn.prepare_cached(
                 "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
-                 status, error_code, error_message, provider_message_id, attempts, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 status, error_code, error_message, provider_message_id, attempts, created_at, updated_at,
+                 report_url, report_type, report_secret)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
                  ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,
                  error_code = excluded.error_code, error_message = excluded.error_message,
                  provider_message_id = excluded.provider_message_id, attempts = excluded.attempts,
@@ -510,6 +567,9 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
                 m.attempts,
                 to_millis(m.created_at),
                 to_millis(m.updated_at),
+                m.report.as_ref().map(|r| r.url.clone()),
+                m.report.as_ref().map(|r| r.report_type.as_str()),
+                m.report.as_ref().and_then(|r| r.secret.clone()),
             ])?;
         }
         Change::App(app) => {
@@ -778,6 +838,17 @@ fn message_from_row(
             attempts: r.get(11).map_err(StorageError::from)?,
             created_at: from_millis(r.get(12).map_err(StorageError::from)?),
             updated_at: from_millis(r.get(13).map_err(StorageError::from)?),
+            report: r
+                .get::<_, Option<String>>(14)
+                .map_err(StorageError::from)?
+                .map(|url| ReportTarget {
+                    url,
+                    report_type: match r.get::<_, Option<String>>(15).ok().flatten().as_deref() {
+                        Some("final") => ReportType::Final,
+                        _ => ReportType::All,
+                    },
+                    secret: r.get(16).ok().flatten(),
+                }),
         })
     };
     Ok(build())
@@ -785,7 +856,8 @@ fn message_from_row(
 
 const MESSAGE_COLUMNS: &str =
     "message_id, app_id, channel, recipient, body, sender_id, purpose, status,
-     error_code, error_message, provider_message_id, attempts, created_at, updated_at";
+     error_code, error_message, provider_message_id, attempts, created_at, updated_at,
+     report_url, report_type, report_secret";
 
 /// Loads one message of an app.
 pub fn load_message(
@@ -801,6 +873,31 @@ pub fn load_message(
             params![uuid_text(message_id), uuid_text(app_id)],
             message_from_row,
         )
+        .optional()?;
+    row.transpose()
+}
+
+/// The message a provider's id belongs to.
+pub fn message_id_by_provider_id(
+    conn: &Connection,
+    provider_message_id: &str,
+) -> Result<Option<Uuid>, StorageError> {
+    let id: Option<String> = conn
+        .prepare_cached("SELECT message_id FROM messages WHERE provider_message_id = ?1 ORDER BY created_at DESC LIMIT 1")?
+        .query_row(params![provider_message_id], |r| r.get(0))
+        .optional()?;
+    id.as_deref().map(parse_uuid).transpose()
+}
+
+/// One message by id, whatever its app (status reports come from the provider).
+pub fn load_message_any(
+    conn: &Connection,
+    message_id: &Uuid,
+) -> Result<Option<MessageRecord>, StorageError> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let row = stmt
+        .query_row(params![uuid_text(message_id)], message_from_row)
         .optional()?;
     row.transpose()
 }
@@ -1108,7 +1205,7 @@ pub struct DeliveryFilter {
 pub fn list_deliveries(
     conn: &Connection,
     f: &DeliveryFilter,
-) -> Result<(Vec<DeliveryView>, Option<(i64, String)>), StorageError> {
+) -> Result<DeliveryListing, StorageError> {
     let mut sql = String::from(
         "SELECT d.delivery_id, d.event_id, e.event, d.kind, d.status, d.attempts, d.last_status_code,
          d.last_error, d.created_at, d.updated_at, d.next_attempt_at

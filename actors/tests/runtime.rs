@@ -166,7 +166,7 @@ async fn idle_actors_leave_memory_and_rehydrate_from_sqlite() {
         .unwrap();
     assert_eq!(f.runtime.live_actors(), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(f.runtime.reap_idle(Duration::from_secs(1)), 1);
+    assert!(f.runtime.reap_idle(Duration::from_secs(1)) >= 1);
     let rt = f.runtime.clone();
     eventually("the reaped actor to stop", || rt.live_actors() == 0).await;
     let status = f.runtime.status(&f.app, PHONE).await.unwrap();

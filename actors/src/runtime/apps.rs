@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::Runtime;
@@ -132,7 +131,7 @@ impl Runtime {
                         key_id,
                         app_id: app.app_id,
                         key_hash: hash,
-                        created_at: Utc::now(),
+                        created_at: self.inner.shared.clock.now(),
                     });
                     added = Some((hash, key_id));
                 }
@@ -192,7 +191,7 @@ impl Runtime {
             key_id,
             app_id,
             key_hash: hash,
-            created_at: Utc::now(),
+            created_at: self.inner.shared.clock.now(),
         }])
         .await?;
         self.inner.apps.keys.insert(hash, (key_id, app_id));

@@ -18,11 +18,12 @@ use uuid::Uuid;
 use crate::app::{App, AppSettings};
 use crate::apps::AppDirectory;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Durability, ProviderKind, RuntimeConfig};
+use crate::config::{ProviderKind, RuntimeConfig};
 use crate::delivery::{DeliveryContext, Dispatcher};
 use crate::error::Error;
 use crate::idempotency::{self, Begin};
 use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
+use crate::message_actor::{MessageBook, MessageShared};
 use crate::otp::{
     CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, VerifyOutcome,
 };
@@ -38,7 +39,10 @@ use crate::sender::MessageSender;
 use crate::webhooks::WebhookDirectory;
 
 mod apps;
+mod messages;
 mod webhooks;
+
+pub use messages::{DeliveryReportRequest, SendMessage, StatusReport};
 
 use crate::storage::{self, Change, Snapshot, Ticket};
 use crate::url_policy::{UrlPolicy, UrlPolicyError};
@@ -88,6 +92,7 @@ pub struct RuntimeBuilder {
     config: RuntimeConfig,
     clock: Arc<dyn Clock>,
     provider: Option<Arc<dyn Provider>>,
+    recover: bool,
 }
 
 impl RuntimeBuilder {
@@ -103,6 +108,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Whether to resume queued messages and pending deliveries at start (default
+    /// true). Admin tools that open the database beside a running daemon
+    /// (`otpd apps create`) pass `false`, so nothing is sent twice.
+    pub fn recover(mut self, recover: bool) -> Self {
+        self.recover = recover;
+        self
+    }
+
     /// Opens storage, loads apps, recovers unfinished sends and starts the actors.
     /// Must run inside an actix `System`.
     pub async fn start(self) -> Result<Runtime, Error> {
@@ -110,6 +123,7 @@ impl RuntimeBuilder {
             config,
             clock,
             provider,
+            recover,
         } = self;
         config.validate().map_err(Error::Validation)?;
         let (snapshot, writer) = Snapshot::open(&config.storage)?;
@@ -161,9 +175,19 @@ impl RuntimeBuilder {
             live_actors: AtomicI64::new(0),
             webhooks: webhooks.clone(),
         });
+        let book = Arc::new(MessageBook::new(
+            MessageShared {
+                snapshot: snapshot.clone(),
+                clock: clock.clone(),
+                webhooks: webhooks.clone(),
+                dispatcher: dispatcher.clone(),
+                durability: config.storage.durability,
+            },
+            handles.clone(),
+        ));
         let sender = Arc::new(MessageSender {
             provider,
-            snapshot: snapshot.clone(),
+            book: book.clone(),
             clock: clock.clone(),
             retry_schedule: config
                 .delivery
@@ -175,6 +199,7 @@ impl RuntimeBuilder {
             next: AtomicUsize::new(0),
         });
         let inner = Arc::new(Inner {
+            book,
             dispatcher,
             webhooks,
             registry: Registry::new(handles),
@@ -204,8 +229,10 @@ impl RuntimeBuilder {
         {
             runtime.inner.webhooks.insert(w);
         }
-        runtime.recover().await?;
-        runtime.spawn_housekeeping();
+        if recover {
+            runtime.recover().await?;
+            runtime.spawn_housekeeping();
+        }
         runtime.inner.ready.store(true, Ordering::Release);
         Ok(runtime)
     }
@@ -247,6 +274,7 @@ async fn load_pepper(config: &RuntimeConfig, snapshot: &Snapshot) -> Result<Pepp
 struct Inner {
     config: RuntimeConfig,
     dispatcher: Arc<Dispatcher>,
+    book: Arc<MessageBook>,
     webhooks: Arc<WebhookDirectory>,
     registry: Registry<OtpKey, OtpActor>,
     apps: AppDirectory,
@@ -273,6 +301,7 @@ impl Runtime {
             config,
             clock: Arc::new(SystemClock),
             provider: None,
+            recover: true,
         }
     }
 
@@ -308,35 +337,20 @@ impl Runtime {
         key: Option<&OtpKey>,
         after_commit: impl FnOnce(&Runtime) + Send + 'static,
     ) -> Result<(), Error> {
-        match self.inner.config.storage.durability {
-            Durability::Commit => {
-                if let Err(e) = ticket.committed().await {
-                    tracing::error!(error = %e, "commit failed; the change was not acknowledged");
+        let (on_commit, on_error) = (self.clone(), self.clone());
+        let key = key.cloned();
+        ticket
+            .settle(
+                self.inner.config.storage.durability,
+                move || after_commit(&on_commit),
+                move || {
                     if let Some(key) = key {
-                        self.reload_actor(key);
+                        on_error.reload_actor(&key);
                     }
-                    return Err(Error::Storage(e));
-                }
-                after_commit(self);
-                Ok(())
-            }
-            Durability::Async => {
-                let this = self.clone();
-                let key = key.cloned();
-                actix_rt::spawn(async move {
-                    match ticket.committed().await {
-                        Ok(()) => after_commit(&this),
-                        Err(e) => {
-                            tracing::error!(error = %e, "asynchronous commit failed");
-                            if let Some(key) = key {
-                                this.reload_actor(&key);
-                            }
-                        }
-                    }
-                });
-                Ok(())
-            }
-        }
+                },
+            )
+            .await
+            .map_err(Error::Storage)
     }
 
     /// Hands committed deliveries to their endpoints.
@@ -446,7 +460,7 @@ impl Runtime {
             return Ok(());
         }
         let country = key.phone.country().unwrap_or_else(|| "unknown".into());
-        if allowed.iter().any(|c| *c == country) {
+        if allowed.contains(&country) {
             Ok(())
         } else {
             Err(Error::CountryNotAllowed(country))
@@ -509,11 +523,7 @@ impl Runtime {
     /// Compares a code; at most `max_attempts` codes are ever compared per flake.
     pub async fn verify(&self, app: &Arc<App>, req: VerifyOtp) -> Result<VerifyResult, Error> {
         let key = self.key(app, &req.phone_number)?;
-        if req.code.len() > 64 {
-            return Err(Error::Validation(
-                "code must be at most 64 characters".into(),
-            ));
-        }
+
         // Checked before the actor so a bad override uses no attempt; it becomes the
         // callback target of this verification (its secret defaults to the association's).
         let callback_override = self
@@ -553,17 +563,6 @@ impl Runtime {
     pub async fn status(&self, app: &Arc<App>, phone_number: &str) -> Result<FlakeView, Error> {
         let key = self.key(app, phone_number)?;
         self.ask(&key, Status).await?
-    }
-
-    /// One message of the app.
-    pub async fn message(&self, app: &App, message_id: Uuid) -> Result<MessageRecord, Error> {
-        let app_id = app.app_id;
-        self.inner
-            .shared
-            .snapshot
-            .read(move |conn| storage::load_message(conn, &app_id, &message_id))
-            .await?
-            .ok_or_else(|| Error::NotFound("no such message".into()))
     }
 
     // ----- idempotency ------------------------------------------------------
@@ -627,7 +626,9 @@ impl Runtime {
     /// periodically); returns how many.
     pub fn reap_idle(&self, idle: Duration) -> usize {
         let secs = idle.as_secs().max(1);
-        self.inner.registry.reap(secs) + self.inner.dispatcher.reap(secs)
+        self.inner.registry.reap(secs)
+            + self.inner.dispatcher.reap(secs)
+            + self.inner.book.reap(secs)
     }
 
     /// The address of the actor for (app, phone), if one is registered. For tests
@@ -756,7 +757,8 @@ impl Runtime {
     fn spawn_housekeeping(&self) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let idle = self.inner.config.runtime.idle_actor_secs;
-        let period = Duration::from_secs((idle / 2).clamp(1, 60));
+        // Frequent enough that finished messages leave memory within seconds.
+        let period = Duration::from_secs((idle / 2).clamp(1, 5));
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(period);
             let mut rounds: u64 = 0;
@@ -766,12 +768,13 @@ impl Runtime {
                 if inner.shutting_down.load(Ordering::Acquire) {
                     return;
                 }
-                let reaped = inner.registry.reap(idle) + inner.dispatcher.reap(idle);
+                let reaped =
+                    inner.registry.reap(idle) + inner.dispatcher.reap(idle) + inner.book.reap(idle);
                 if reaped > 0 {
                     tracing::debug!(reaped, "idle actors stopped");
                 }
                 rounds += 1;
-                if rounds % 60 == 1 {
+                if rounds % 720 == 1 {
                     let horizon = inner.shared.clock.now()
                         - chrono::Duration::hours(idempotency::RETENTION_HOURS);
                     let _ = inner

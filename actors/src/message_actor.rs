@@ -1,0 +1,283 @@
+//! `MessageActor`: the one writer for one message's status.
+//!
+//! Provider results (from the sender) and provider status reports (from the API)
+//! both go through the message's actor, so concurrent or out-of-order reports are
+//! applied one at a time against the status-rank guard and can never regress a
+//! status or emit an event twice. An applied status is committed together with its
+//! events — `<channel>.<status>` for the app's channel webhook and the per-message
+//! delivery report — and those are dispatched only after the commit.
+//!
+//! Actors are started on demand (a report for a message not in memory rehydrates it
+//! from SQLite) and leave memory when the message is final or idle.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::config::Durability;
+use crate::delivery::{Delivery, DeliveryKind, Dispatcher, Outbox};
+use crate::error::Error;
+use crate::events::{Event, ServiceType};
+use crate::message::{status_applies, MessageRecord, MessageStatus};
+use crate::registry::Registry;
+use crate::storage::{load_message_any, Change, Snapshot, Ticket};
+use crate::webhooks::WebhookDirectory;
+
+/// A status to apply to a message.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    /// The new status.
+    pub status: MessageStatus,
+    /// Machine-readable reason (`failed`).
+    pub error_code: Option<String>,
+    /// Human reason (`failed`).
+    pub error_message: Option<String>,
+    /// The provider's id, when it first becomes known.
+    pub provider_message_id: Option<String>,
+    /// Provider calls made (from the sender).
+    pub attempts: Option<u32>,
+}
+
+impl StatusUpdate {
+    /// A bare status.
+    pub fn status(status: MessageStatus) -> StatusUpdate {
+        StatusUpdate {
+            status,
+            error_code: None,
+            error_message: None,
+            provider_message_id: None,
+            attempts: None,
+        }
+    }
+}
+
+/// `POST /v1/providers/status` answer.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Applied {
+    /// Whether the status changed anything.
+    pub applied: bool,
+    /// The message's status after the report.
+    pub status: MessageStatus,
+}
+
+/// What message actors share.
+pub(crate) struct MessageShared {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) webhooks: Arc<WebhookDirectory>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) durability: Durability,
+}
+
+/// The actor. See the module docs.
+pub struct MessageActor {
+    id: Uuid,
+    /// `None` until loaded, or when no such message exists.
+    record: Option<MessageRecord>,
+    shared: Arc<MessageShared>,
+}
+
+impl Actor for MessageActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let snapshot = self.shared.snapshot.clone();
+        let id = self.id;
+        let load = async move { snapshot.read(move |conn| load_message_any(conn, &id)).await };
+        ctx.wait(load.into_actor(self).map(|result, act, _| match result {
+            Ok(record) => act.record = record,
+            Err(e) => tracing::error!(error = %e, message_id = %act.id, "loading a message failed"),
+        }));
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Apply(StatusUpdate);
+
+impl Message for Apply {
+    type Result = Result<(Applied, Outbox, Ticket), Error>;
+}
+
+impl Handler<Apply> for MessageActor {
+    type Result = Result<(Applied, Outbox, Ticket), Error>;
+
+    fn handle(&mut self, Apply(update): Apply, ctx: &mut Self::Context) -> Self::Result {
+        let Some(rec) = self.record.as_mut() else {
+            // Unknown message (or a failed load): stop so the next call reloads.
+            ctx.stop();
+            return Err(Error::NotFound("no such message".into()));
+        };
+        if !status_applies(rec.channel, rec.status, update.status) {
+            return Ok((
+                Applied {
+                    applied: false,
+                    status: rec.status,
+                },
+                Outbox::default(),
+                Ticket::done(),
+            ));
+        }
+        let now = self.shared.clock.now();
+        rec.status = update.status;
+        rec.updated_at = now;
+        if rec.provider_message_id.is_none() {
+            rec.provider_message_id = update.provider_message_id;
+        }
+        if let Some(attempts) = update.attempts {
+            rec.attempts = attempts;
+        }
+        if update.status == MessageStatus::Failed {
+            rec.error_code = update.error_code.or_else(|| Some("failed".into()));
+            rec.error_message = update.error_message;
+        }
+        let outbox = status_events(&self.shared.webhooks, rec, now);
+        let mut changes = vec![Change::Message(rec.clone())];
+        changes.extend(outbox.changes());
+        let ticket = self.shared.snapshot.write(changes);
+        Ok((
+            Applied {
+                applied: true,
+                status: rec.status,
+            },
+            outbox,
+            ticket,
+        ))
+    }
+}
+
+/// `<channel>.<status>` for the channel webhook and the delivery report, if wanted.
+fn status_events(webhooks: &WebhookDirectory, rec: &MessageRecord, now: DateTime<Utc>) -> Outbox {
+    let mut outbox = Outbox::default();
+    let service_type = ServiceType::from(rec.channel);
+    let name = format!("{}.{}", rec.channel, rec.status.as_str());
+    let mut data = Map::new();
+    data.insert("message_id".into(), json!(rec.message_id));
+    data.insert("to".into(), json!(rec.to));
+    data.insert("status".into(), json!(rec.status.as_str()));
+    if let Some(s) = &rec.sender_id {
+        data.insert("sender_id".into(), json!(s));
+    }
+    if let Some(c) = &rec.error_code {
+        data.insert("error_code".into(), json!(c));
+    }
+    if let Some(m) = &rec.error_message {
+        data.insert("error_message".into(), json!(m));
+    }
+    outbox.webhook_event(
+        webhooks,
+        rec.app_id,
+        service_type,
+        &name,
+        now,
+        Value::Object(data),
+    );
+    if let Some(target) = rec
+        .report
+        .as_ref()
+        .filter(|t| t.report_type.wants(rec.status))
+    {
+        let is_final = matches!(rec.status, MessageStatus::Delivered | MessageStatus::Failed);
+        let mut body = Map::new();
+        body.insert("message_id".into(), json!(rec.message_id));
+        body.insert(
+            "delivery_report_type".into(),
+            json!(target.report_type.as_str()),
+        );
+        body.insert("is_final".into(), json!(is_final));
+        body.insert("channel".into(), json!(rec.channel.as_str()));
+        body.insert("status".into(), json!(rec.status.as_str()));
+        if rec.status == MessageStatus::Failed {
+            let reason = rec.error_message.clone().or_else(|| rec.error_code.clone());
+            body.insert("reason".into(), json!(reason));
+        }
+        if let Some(s) = &rec.sender_id {
+            body.insert("sender_id".into(), json!(s));
+        }
+        let rendered = serde_json::to_string(&Value::Object(body)).unwrap_or_default();
+        let event = Event::with_body(&name, service_type, rec.app_id, now, rendered);
+        let mut d = Delivery::new(
+            &event,
+            DeliveryKind::Report,
+            target.url.clone(),
+            None,
+            target.secret.clone(),
+        );
+        d.report_secret = target.secret.is_some();
+        outbox.items.push((event, vec![d]));
+    }
+    outbox
+}
+
+/// Routes status updates to message actors and settles their commits.
+pub(crate) struct MessageBook {
+    registry: Registry<Uuid, MessageActor>,
+    shared: Arc<MessageShared>,
+}
+
+impl MessageBook {
+    pub(crate) fn new(shared: MessageShared, arbiters: Vec<ArbiterHandle>) -> MessageBook {
+        MessageBook {
+            registry: Registry::new(arbiters),
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Applies `update` to message `id` through its actor; after the commit, the
+    /// events are dispatched and a final message leaves memory.
+    pub(crate) async fn apply(&self, id: Uuid, update: StatusUpdate) -> Result<Applied, Error> {
+        for _ in 0..3 {
+            let shared = self.shared.clone();
+            let addr = self.registry.get_or_spawn(&id, |arbiter, _| {
+                MessageActor::start_in_arbiter(arbiter, move |_| MessageActor {
+                    id,
+                    record: None,
+                    shared,
+                })
+            });
+            match addr.send(Apply(update.clone())).await {
+                Ok(Ok((applied, outbox, ticket))) => {
+                    let dispatcher = self.shared.dispatcher.clone();
+                    let settled = ticket
+                        .settle(
+                            self.shared.durability,
+                            move || outbox.deliveries().for_each(|d| dispatcher.dispatch(d)),
+                            || {},
+                        )
+                        .await;
+                    if let Err(e) = settled {
+                        // Memory is ahead of storage: drop the actor so the next report reloads.
+                        self.registry.forget(&id, &addr);
+                        return Err(Error::Storage(e));
+                    }
+                    if applied.status.is_final() {
+                        self.registry.mark_done(&id);
+                    }
+                    return Ok(applied);
+                }
+                Ok(Err(e)) => {
+                    self.registry.forget(&id, &addr);
+                    return Err(e);
+                }
+                Err(_) => self.registry.forget(&id, &addr),
+            }
+        }
+        Err(Error::Unavailable(
+            "the message actor is not answering; try again".into(),
+        ))
+    }
+
+    /// Drops idle and finished message actors.
+    pub(crate) fn reap(&self, idle_secs: u64) -> usize {
+        self.registry.reap(idle_secs)
+    }
+
+    /// Message actors alive.
+    pub(crate) fn actors(&self) -> usize {
+        self.registry.len()
+    }
+}
