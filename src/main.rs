@@ -1,1 +1,187 @@
-fn main() {}
+//! The `otpd` command line: thin clap front over [`otpd::config`] and [`otpd::server`].
+//!
+//! Exit codes: 0 success, 2 configuration error (or bad usage), 1 any other failure.
+//! Logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only
+//! what a script reads: the listening line, created keys, JSON output.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use otpd::config::{Config, ConfigError};
+use otpd::server::{self, ServerError};
+use otpd_actors::{storage, NewApp, Runtime};
+
+/// otpd: a self-hosted one-time passcode daemon.
+#[derive(Debug, Parser)]
+#[command(name = "otpd", version, about, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: the HTTP API on `server.listen` until SIGTERM/SIGINT.
+    Serve(ConfigArg),
+    /// Create or list apps in the configured database (works while the daemon runs).
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+    /// Load and validate the configuration; print a summary with secrets redacted.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Create an app; prints its app_id, app_key and API key (shown once) as JSON.
+    Create {
+        /// Human name of the app.
+        #[arg(long)]
+        name: String,
+        /// Public app key (3–64 of A-Z a-z 0-9 _ -); generated when absent.
+        #[arg(long)]
+        app_key: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List apps as JSON lines (no secrets).
+    List(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// TOML configuration file; built-in defaults and OTPD_* variables apply without it.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<Config, CliError> {
+        Config::load(self.config.as_deref()).map_err(CliError::Config)
+    }
+}
+
+/// A failure and its exit code.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("configuration error: {0}")]
+    Config(ConfigError),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+    #[error("{0}")]
+    Runtime(#[from] otpd_actors::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) => 2,
+            CliError::Server(e) => e.exit_code(),
+            CliError::Runtime(otpd_actors::Error::Validation(_)) => 2,
+            CliError::Runtime(_) | CliError::Storage(_) => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(arg) => arg
+            .load()
+            .and_then(|config| in_system(async move { Ok(server::serve(config).await?) })),
+        Command::CheckConfig(arg) => arg.load().map(|config| {
+            println!("configuration OK");
+            print!("{}", config.summary());
+        }),
+        Command::Apps {
+            command:
+                AppsCommand::Create {
+                    name,
+                    app_key,
+                    config,
+                },
+        } => config
+            .load()
+            .and_then(|config| in_system(create_app(config, name, app_key))),
+        Command::Apps {
+            command: AppsCommand::List(arg),
+        } => arg.load().and_then(|config| in_system(list_apps(config))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs to stderr, `RUST_LOG` filter, default `info`; colours only on a terminal.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Runs `fut` inside an actix `System` (the runtime's actors need one).
+fn in_system<F>(fut: F) -> Result<(), CliError>
+where
+    F: std::future::Future<Output = Result<(), CliError>>,
+{
+    actix_rt::System::new().block_on(fut)
+}
+
+async fn create_app(config: Config, name: String, app_key: Option<String>) -> Result<(), CliError> {
+    let runtime = Runtime::builder(config.runtime_config())
+        .recover(false)
+        .start()
+        .await?;
+    let created = runtime
+        .create_app(NewApp {
+            name,
+            app_key,
+            ..NewApp::default()
+        })
+        .await;
+    runtime.shutdown().await;
+    let created = created?;
+    let out = serde_json::json!({
+        "app_id": created.app.app_id,
+        "app_key": created.app.app_key,
+        "name": created.app.name,
+        "key_id": created.key_id,
+        "api_key": created.api_key,
+    });
+    println!("{out}");
+    eprintln!("otpd: the api_key above is shown once; store it now");
+    Ok(())
+}
+
+/// Reads apps straight from storage: no actors, no recovery, so listing never
+/// touches what a running daemon is doing.
+async fn list_apps(config: Config) -> Result<(), CliError> {
+    let (snapshot, writer) = storage::Snapshot::open(&config.storage)?;
+    let apps = snapshot.read(storage::load_apps).await;
+    snapshot.shutdown().await;
+    let _ = actix_rt::task::spawn_blocking(move || writer.join()).await;
+    for app in apps? {
+        let mut line = serde_json::to_value(&app).unwrap_or_default();
+        // Test numbers carry fixed codes: list the numbers, not the codes.
+        if let Some(settings) = line.get_mut("settings") {
+            let numbers: Vec<&String> = app.settings.test_numbers.keys().collect();
+            settings["test_numbers"] = serde_json::json!(numbers);
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,7 +1,42 @@
-//! PLACEHOLDER — being written by the API engineer. The signature below is the contract.
+//! The HTTP API: every route of SPEC sections 2, 4, 7 and 8, wired in one place.
+//!
+//! The API layer only parses, authenticates and maps results to the envelope; every
+//! rule lives in `otpd-actors`. One module per resource:
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `error.rs` | [`ApiError`]: the one place an error becomes `{"success": false, …}` |
+//! | `reply.rs` | [`reply::Reply`]: a rendered success envelope (what idempotency stores) |
+//! | `extract.rs` | `X-API-Key` and admin-token auth, JSON bodies, query strings, path ids |
+//! | `idempotency.rs` | `Idempotency-Key` for every `POST` under `/v1`, implemented once |
+//! | `otp.rs` | `/v1/otp/*` |
+//! | `messages.rs` | `/v1/messages/{id}` |
+//! | `admin.rs` | `/admin/v1/apps…` |
+//! | `health.rs` | `/healthz`, `/readyz` |
+//! | `request_log.rs` | one debug log line per request, client IP via trusted proxies |
+//!
+//! Unknown routes answer a 404 `not_found` envelope and wrong methods a 405
+//! `method_not_allowed` envelope, so no `/v1` request gets a non-JSON body.
 
-use actix_web::web;
+use actix_web::{web, HttpRequest, HttpResponse};
 use otpd_actors::Runtime;
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod idempotency;
+pub mod messages;
+pub mod otp;
+pub mod reply;
+pub mod request_log;
+
+pub use error::ApiError;
+
+use request_log::RequestLog;
+
+/// The largest request body accepted (SPEC section 1: 413 above 64 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// Options of the HTTP API that do not belong to the runtime.
 #[derive(Debug, Clone, Default)]
@@ -12,7 +47,114 @@ pub struct ApiOptions {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+/// What every handler shares, registered as `web::Data<ApiState>`.
+pub struct ApiState {
+    /// The runtime every call goes to.
+    pub runtime: Runtime,
+    /// SHA-256 of the admin token; `None` disables `/admin/v1`.
+    admin_token_digest: Option<[u8; 32]>,
+    /// Request body limit in bytes.
+    pub body_limit: usize,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("admin_api", &self.admin_token_digest.is_some())
+            .field("body_limit", &self.body_limit)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Mounts every otpd route on `cfg`.
+///
+/// Call it from `App::configure` or `Scope::configure`; it also sets the default
+/// service of that App or Scope to a JSON 404, so unknown paths get the envelope.
 pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOptions) {
-    let _ = (cfg, runtime, options);
+    let state = web::Data::new(ApiState {
+        runtime,
+        // An empty token would let `Authorization: Bearer ` in: treat it as unset.
+        admin_token_digest: options
+            .admin_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(extract::token_digest),
+        body_limit: BODY_LIMIT,
+    });
+    let log = RequestLog::new(options.trusted_proxies);
+    // Reading stops at the limit (by `Content-Length` or while streaming a chunked
+    // body); `extract::json_object` turns the overflow into a 413 envelope.
+    let payload = || web::PayloadConfig::new(BODY_LIMIT);
+
+    cfg.app_data(state);
+
+    cfg.service(
+        web::scope("/v1")
+            .app_data(payload())
+            .wrap(log.clone())
+            .service(resource("/otp/request").route(web::post().to(otp::request)))
+            .service(resource("/otp/send").route(web::post().to(otp::request)))
+            .service(resource("/otp/resend").route(web::post().to(otp::resend)))
+            .service(resource("/otp/verify").route(web::post().to(otp::verify)))
+            .service(resource("/otp/invalidate").route(web::post().to(otp::invalidate)))
+            .service(resource("/otp/status").route(web::get().to(otp::status)))
+            .service(resource("/messages/{message_id}").route(web::get().to(messages::get_message)))
+            .default_service(web::to(not_found)),
+    );
+
+    cfg.service(
+        web::scope("/admin/v1")
+            .app_data(payload())
+            .wrap(log.clone())
+            .service(
+                resource("/apps")
+                    .route(web::get().to(admin::list_apps))
+                    .route(web::post().to(admin::create_app)),
+            )
+            .service(
+                resource("/apps/{app_id}")
+                    .route(web::get().to(admin::get_app))
+                    .route(web::patch().to(admin::patch_app)),
+            )
+            .service(
+                resource("/apps/{app_id}/api-keys").route(web::post().to(admin::create_api_key)),
+            )
+            .service(
+                resource("/apps/{app_id}/api-keys/{key_id}")
+                    .route(web::delete().to(admin::delete_api_key)),
+            )
+            .default_service(web::to(not_found)),
+    );
+
+    cfg.service(
+        resource("/healthz")
+            .wrap(log.clone())
+            .route(web::get().to(health::healthz)),
+    );
+    cfg.service(
+        resource("/readyz")
+            .wrap(log)
+            .route(web::get().to(health::readyz)),
+    );
+
+    cfg.default_service(web::to(not_found));
+}
+
+/// A resource whose unmatched methods get the 405 envelope.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+    })
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+    })
 }

@@ -1,0 +1,902 @@
+//! `otpd-loadtest`: drives the otpd runtime in-process (no HTTP) and reports what
+//! it sustains.
+//!
+//! # What it measures
+//!
+//! **Cycle mode** (the default). One cycle is what a real user of otpd does:
+//!
+//! 1. `Runtime::request` for a phone (the call returns once the new flake and its
+//!    queued message are committed, with `--durability commit`);
+//! 2. the runtime hands the message to the provider. The harness plugs in
+//!    `CapturingProvider`, which takes the code out of the text (the apps use
+//!    `message_template = "{code}"`) and hands it to the waiting cycle by
+//!    `message_id`;
+//! 3. `Runtime::verify` with that code, which must answer `Verified`.
+//!
+//! `--concurrency C` driver tasks each loop over their own slice of the phones, so
+//! there are C cycles in flight and never two on one (app, phone). The run stops
+//! after `--duration-secs` or `--cycles`, whichever comes first; in-flight cycles
+//! finish. It reports cycles/s, errors by kind, request / verify / full-cycle
+//! latency percentiles, live actors, peak RSS and the group-commit counters of the
+//! snapshot writer (commits, operations per commit, average commit time).
+//!
+//! **Hold mode** (`--hold-flakes N`). Issues N requests (no verify) for N distinct
+//! phones with actors kept alive (`runtime.idle_actor_secs` set very large), then
+//! reports the live actor count and the resident memory each live flake costs:
+//! (RSS after − RSS before issuing) / N.
+//!
+//! Every app is created with settings that do not rate-limit the load
+//! (`resend_cooldown_secs = 0`, `max_sends_per_hour = 1000`,
+//! `max_sends_per_minute = 1_000_000`). The last is the ceiling the runtime accepts
+//! and it is per app: above ~16,000 cycles/s sustained for a minute, use `--apps`.
+//! Phone `i` belongs to app `i % apps`.
+//!
+//! # How to run
+//!
+//! ```text
+//! cargo build --release --bin otpd-loadtest
+//! target/release/otpd-loadtest --phones 20000 --concurrency 512 --duration-secs 10
+//! target/release/otpd-loadtest --durability async --json
+//! target/release/otpd-loadtest --hold-flakes 100000
+//! ```
+//!
+//! The database is a fresh file in the system temp directory, deleted afterwards,
+//! unless `--db PATH` is given (then it is kept). The exit status is non-zero when
+//! any cycle failed; the error counts are printed. `RUST_LOG` sets the log filter
+//! (default `warn`, to stderr).
+
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use clap::{Parser, ValueEnum};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use hdrhistogram::Histogram;
+use otpd_actors::config::{Durability, Synchronous};
+use otpd_actors::otp::VerifyOutcome;
+use otpd_actors::phone::Phone;
+use otpd_actors::{
+    App, AppSettings, NewApp, OutboundMessage, Provider, ProviderError, ProviderReceipt, Runtime,
+    RuntimeConfig, SendOtp, VerifyOtp,
+};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Longest any single runtime call or code hand-over may take before the cycle
+/// counts as failed (keeps the run bounded if something wedges).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Histogram range: 1 µs to 10 minutes, 3 significant digits.
+const HIST_MAX_MICROS: u64 = 600_000_000;
+
+// The driver threads each hold a clone of the runtime handle.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Runtime>();
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DurabilityArg {
+    Commit,
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SynchronousArg {
+    Normal,
+    Full,
+}
+
+/// Drives the otpd runtime in-process and reports throughput, latency and memory.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "otpd-loadtest", version, about, long_about = None)]
+struct Args {
+    /// Distinct phone numbers (each one an OTP actor per run).
+    #[arg(long, default_value_t = 10_000)]
+    phones: usize,
+    /// Apps; phone i belongs to app i % apps.
+    #[arg(long, default_value_t = 1)]
+    apps: usize,
+    /// Cycles in flight (driver tasks).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Stop starting cycles after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Stop after this many cycles (whichever of the two limits comes first).
+    #[arg(long)]
+    cycles: Option<u64>,
+    /// When a change is acknowledged: after its commit, or before.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Commit)]
+    durability: DurabilityArg,
+    /// SQLite `synchronous` pragma (WAL mode).
+    #[arg(long, value_enum, default_value_t = SynchronousArg::Normal)]
+    synchronous: SynchronousArg,
+    /// Database file (kept). Default: a fresh file in the temp directory, deleted after.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Arbiters hosting OTP actors (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    arbiters: usize,
+    /// Threads running the driver tasks (each an actix Arbiter).
+    #[arg(long, default_value_t = 1)]
+    driver_threads: usize,
+    /// Hold mode: issue this many requests for distinct phones, keep the actors
+    /// alive, report live actors and RSS per live flake (no verify).
+    #[arg(long)]
+    hold_flakes: Option<usize>,
+    /// Print one JSON object instead of the human-readable block.
+    #[arg(long)]
+    json: bool,
+}
+
+// ----- the provider ----------------------------------------------------------
+
+enum Slot {
+    /// The cycle is waiting for its code.
+    Waiting(oneshot::Sender<String>),
+    /// The provider was called before the cycle asked.
+    Ready(String),
+}
+
+const SHARDS: usize = 64;
+
+/// A provider that hands each code back to the cycle waiting for its message id.
+/// The provider can be called before or after `request` returns, so each slot
+/// holds whichever side arrived first.
+struct CapturingProvider {
+    capture: bool,
+    shards: Vec<Mutex<HashMap<Uuid, Slot>>>,
+    sent: AtomicU64,
+}
+
+impl CapturingProvider {
+    fn new(capture: bool) -> CapturingProvider {
+        CapturingProvider {
+            capture,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, id: &Uuid) -> &Mutex<HashMap<Uuid, Slot>> {
+        // v4 ids are random: the last byte spreads evenly.
+        &self.shards[usize::from(id.as_bytes()[15]) % SHARDS]
+    }
+
+    fn deliver(&self, id: Uuid, code: String) {
+        let mut map = self.shard(&id).lock().unwrap_or_else(|e| e.into_inner());
+        match map.remove(&id) {
+            Some(Slot::Waiting(tx)) => {
+                let _ = tx.send(code);
+            }
+            _ => {
+                map.insert(id, Slot::Ready(code));
+            }
+        }
+    }
+
+    /// Waits for the code of `id` (at most `CALL_TIMEOUT`).
+    async fn code_for(&self, id: Uuid) -> Option<String> {
+        let rx = {
+            let mut map = self.shard(&id).lock().unwrap_or_else(|e| e.into_inner());
+            match map.remove(&id) {
+                Some(Slot::Ready(code)) => return Some(code),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    map.insert(id, Slot::Waiting(tx));
+                    rx
+                }
+            }
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(code)) => Some(code),
+            _ => {
+                self.shard(&id)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                None
+            }
+        }
+    }
+}
+
+impl Provider for CapturingProvider {
+    fn send<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<ProviderReceipt, ProviderError>> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if self.capture {
+            // message_template = "{code}": the text is the code.
+            self.deliver(message.message_id, message.text.trim().to_string());
+        }
+        futures::future::ready(Ok(ProviderReceipt::default())).boxed()
+    }
+}
+
+// ----- measurements ----------------------------------------------------------
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_MICROS, 3).expect("valid histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// What one driver task saw.
+struct Tally {
+    cycles: u64,
+    errors: BTreeMap<String, u64>,
+    request: Histogram<u64>,
+    code_wait: Histogram<u64>,
+    verify: Histogram<u64>,
+    cycle: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            cycles: 0,
+            errors: BTreeMap::new(),
+            request: histogram(),
+            code_wait: histogram(),
+            verify: histogram(),
+            cycle: histogram(),
+        }
+    }
+
+    fn error(&mut self, kind: impl Into<String>) {
+        *self.errors.entry(kind.into()).or_insert(0) += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.cycles += other.cycles;
+        for (k, n) in other.errors {
+            *self.errors.entry(k).or_insert(0) += n;
+        }
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = self.request.add(&other.request);
+        let _ = self.code_wait.add(&other.code_wait);
+        let _ = self.verify.add(&other.verify);
+        let _ = self.cycle.add(&other.cycle);
+    }
+
+    fn failures(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// p50 / p99 / max of a histogram, in milliseconds.
+fn summary(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+    if h.is_empty() {
+        return serde_json::json!({"count": 0});
+    }
+    serde_json::json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+fn summary_line(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "n/a".into();
+    }
+    format!(
+        "p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+        h.value_at_quantile(0.50) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    )
+}
+
+/// A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`); 0 when unavailable.
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) this process has used so far, in seconds.
+fn cpu_secs() -> f64 {
+    // /proc/self/stat: fields 14 and 15 (utime, stime) in clock ticks, counted
+    // after the parenthesised command name, which may contain spaces.
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// The 1-minute load average (how busy the shared machine was).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn mib(kib: u64) -> f64 {
+    (kib as f64 / 1024.0 * 10.0).round() / 10.0
+}
+
+#[derive(Clone, Copy, Default)]
+struct StorageCounters {
+    commits: u64,
+    ops: u64,
+    micros: u64,
+    failures: u64,
+}
+
+impl StorageCounters {
+    fn read(runtime: &Runtime) -> StorageCounters {
+        let s = runtime.storage_stats();
+        StorageCounters {
+            commits: s.commits.load(Ordering::Relaxed),
+            ops: s.ops.load(Ordering::Relaxed),
+            micros: s.commit_micros.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn since(self, before: StorageCounters) -> StorageCounters {
+        StorageCounters {
+            commits: self.commits - before.commits,
+            ops: self.ops - before.ops,
+            micros: self.micros - before.micros,
+            failures: self.failures - before.failures,
+        }
+    }
+
+    fn json(self, elapsed: Duration) -> serde_json::Value {
+        let per = |x: u64| {
+            if self.commits == 0 {
+                0.0
+            } else {
+                (x as f64 / self.commits as f64 * 10.0).round() / 10.0
+            }
+        };
+        serde_json::json!({
+            "commits": self.commits,
+            "commits_per_sec": (self.commits as f64 / elapsed.as_secs_f64()).round(),
+            "ops": self.ops,
+            "ops_per_commit": per(self.ops),
+            "avg_commit_us": per(self.micros),
+            "writer_busy_pct": (self.micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
+            "failures": self.failures,
+        })
+    }
+}
+
+// ----- set-up ----------------------------------------------------------------
+
+/// Tanzanian mobile ranges (libphonenumber TZ); every candidate is still checked.
+const PREFIXES: [&str; 12] = [
+    "25571", "25574", "25575", "25576", "25578", "25579", "25565", "25567", "25568", "25569",
+    "25562", "25573",
+];
+
+/// `n` valid, distinct phones in canonical form, and the average parse time.
+fn phones(n: usize) -> Result<(Vec<String>, Duration), String> {
+    let mut out = Vec::with_capacity(n);
+    let started = Instant::now();
+    let mut parsed = 0u32;
+    'outer: for prefix in PREFIXES {
+        for k in 0..10_000_000u32 {
+            if out.len() == n {
+                break 'outer;
+            }
+            let candidate = format!("{prefix}{k:07}");
+            parsed += 1;
+            if let Ok(p) = Phone::parse(&candidate) {
+                out.push(p.as_str().to_string());
+            }
+        }
+    }
+    if out.len() < n {
+        return Err(format!(
+            "only {} valid phones could be generated",
+            out.len()
+        ));
+    }
+    Ok((out, started.elapsed() / parsed.max(1)))
+}
+
+fn settings() -> AppSettings {
+    AppSettings {
+        resend_cooldown_secs: 0,
+        max_sends_per_hour: 1_000,
+        max_sends_per_minute: 1_000_000,
+        message_template: "{code}".into(),
+        ..AppSettings::default()
+    }
+}
+
+/// The database location and whether to delete it afterwards.
+fn database(args: &Args) -> (PathBuf, Option<PathBuf>) {
+    match &args.db {
+        Some(p) => (p.clone(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "otpd-loadtest-{}-{}",
+                std::process::id(),
+                Uuid::new_v4().simple()
+            ));
+            (dir.join("otpd.sqlite3"), Some(dir))
+        }
+    }
+}
+
+fn runtime_config(args: &Args, db: PathBuf) -> RuntimeConfig {
+    let mut config = RuntimeConfig::default();
+    config.storage.path = db;
+    config.storage.durability = match args.durability {
+        DurabilityArg::Commit => Durability::Commit,
+        DurabilityArg::Async => Durability::Async,
+    };
+    config.storage.synchronous = match args.synchronous {
+        SynchronousArg::Normal => Synchronous::Normal,
+        SynchronousArg::Full => Synchronous::Full,
+    };
+    config.security.code_pepper = Some("otpd-loadtest-pepper-0123456789".into());
+    config.runtime.arbiters = args.arbiters;
+    // Long enough that no actor is reaped during a run (hold mode counts them).
+    config.runtime.idle_actor_secs = 86_400;
+    config
+}
+
+// ----- driving -----------------------------------------------------------------
+
+/// Shared by every driver task.
+struct Plan {
+    runtime: Runtime,
+    provider: Arc<CapturingProvider>,
+    apps: Vec<Arc<App>>,
+    phones: Arc<Vec<String>>,
+    deadline: Instant,
+    /// Cycles not yet claimed (`u64::MAX` = unlimited).
+    budget: AtomicU64,
+    /// Hold mode: request only, each phone once.
+    hold: bool,
+}
+
+impl Plan {
+    fn claim(&self) -> bool {
+        if !self.hold && Instant::now() >= self.deadline {
+            return false;
+        }
+        self.budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// One driver task: phones `task, task + C, task + 2C, …`, in a loop.
+/// Records into its thread's `tally` (never borrowed across an await).
+async fn drive(plan: Arc<Plan>, task: usize, tasks: usize, tally: Rc<RefCell<Tally>>) {
+    let mine: Vec<usize> = (task..plan.phones.len()).step_by(tasks).collect();
+    if mine.is_empty() {
+        return;
+    }
+    let mut next = 0usize;
+    loop {
+        if plan.hold && next == mine.len() {
+            break;
+        }
+        if !plan.claim() {
+            break;
+        }
+        let i = mine[next % mine.len()];
+        next += 1;
+        let app = &plan.apps[i % plan.apps.len()];
+        let phone = &plan.phones[i];
+        let started = Instant::now();
+        let send = SendOtp {
+            phone_number: phone.clone(),
+            ..SendOtp::default()
+        };
+        let issued = match tokio::time::timeout(CALL_TIMEOUT, plan.runtime.request(app, send)).await
+        {
+            Ok(Ok(issued)) => issued,
+            Ok(Err(e)) => {
+                tally.borrow_mut().error(format!("request_{}", e.code()));
+                continue;
+            }
+            Err(_) => {
+                tally.borrow_mut().error("request_timeout");
+                continue;
+            }
+        };
+        let requested = Instant::now();
+        let _ = tally
+            .borrow_mut()
+            .request
+            .record(micros(requested - started));
+        if plan.hold {
+            tally.borrow_mut().cycles += 1;
+            continue;
+        }
+        let Some(message_id) = issued.message_id else {
+            tally.borrow_mut().error("request_without_message");
+            continue;
+        };
+        let Some(code) = plan.provider.code_for(message_id).await else {
+            tally.borrow_mut().error("code_timeout");
+            continue;
+        };
+        let coded = Instant::now();
+        let _ = tally
+            .borrow_mut()
+            .code_wait
+            .record(micros(coded - requested));
+        let verify = VerifyOtp {
+            phone_number: phone.clone(),
+            code,
+            ..VerifyOtp::default()
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, plan.runtime.verify(app, verify)).await {
+            Ok(Ok(result)) => match result.outcome {
+                VerifyOutcome::Verified { .. } => {}
+                VerifyOutcome::InvalidCode { .. } => {
+                    tally.borrow_mut().error("verify_invalid_code");
+                    continue;
+                }
+                VerifyOutcome::MaxAttempts { .. } => {
+                    tally.borrow_mut().error("verify_max_attempts");
+                    continue;
+                }
+                VerifyOutcome::Expired { .. } => {
+                    tally.borrow_mut().error("verify_expired");
+                    continue;
+                }
+                VerifyOutcome::AlreadyVerified { .. } => {
+                    tally.borrow_mut().error("verify_already_verified");
+                    continue;
+                }
+            },
+            Ok(Err(e)) => {
+                tally.borrow_mut().error(format!("verify_{}", e.code()));
+                continue;
+            }
+            Err(_) => {
+                tally.borrow_mut().error("verify_timeout");
+                continue;
+            }
+        }
+        let done = Instant::now();
+        let mut t = tally.borrow_mut();
+        let _ = t.verify.record(micros(done - coded));
+        let _ = t.cycle.record(micros(done - started));
+        t.cycles += 1;
+    }
+}
+
+/// Runs `tasks` driver tasks spread over `threads` new arbiters; merges the
+/// per-thread tallies.
+async fn run_drivers(plan: Arc<Plan>, tasks: usize, threads: usize) -> Tally {
+    let threads = threads.clamp(1, tasks);
+    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let mut results = Vec::with_capacity(threads);
+    for (t, arbiter) in arbiters.iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        results.push(rx);
+        let plan = plan.clone();
+        // spawn_fn runs the closure on the arbiter's thread; the driver futures
+        // never cross threads, so they need not be Send.
+        arbiter.spawn_fn(move || {
+            actix_rt::spawn(async move {
+                let tally = Rc::new(RefCell::new(Tally::new()));
+                let handles: Vec<_> = (t..tasks)
+                    .step_by(threads)
+                    .map(|task| actix_rt::spawn(drive(plan.clone(), task, tasks, tally.clone())))
+                    .collect();
+                for h in handles {
+                    if h.await.is_err() {
+                        tally.borrow_mut().error("driver_task_panicked");
+                    }
+                }
+                let _ = tx.send(tally.replace(Tally::new()));
+            });
+        });
+    }
+    let mut total = Tally::new();
+    for rx in results {
+        match rx.await {
+            Ok(t) => total.merge(t),
+            Err(_) => total.error("driver_thread_lost"),
+        }
+    }
+    for a in arbiters {
+        a.stop();
+    }
+    total
+}
+
+/// Waits until the snapshot writer has committed everything queued so far: a tiny
+/// committed write (`storage_writable`) is queued behind the backlog, twice, so the
+/// provider's trailing status writes are included. Returns how long that took.
+async fn settle_storage(runtime: &Runtime) -> Duration {
+    let started = Instant::now();
+    for _ in 0..2 {
+        let barrier = tokio::time::timeout(Duration::from_secs(120), runtime.storage_writable());
+        if !matches!(barrier.await, Ok(true)) {
+            tracing::warn!("the storage barrier did not commit; counters may be partial");
+        }
+    }
+    started.elapsed()
+}
+
+// ----- main --------------------------------------------------------------------
+
+struct Outcome {
+    report: serde_json::Value,
+    text: String,
+    failures: u64,
+}
+
+async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
+    let hold = args.hold_flakes;
+    let n_phones = hold.unwrap_or(args.phones);
+    if n_phones == 0 || args.apps == 0 || args.concurrency == 0 {
+        return Err("--phones/--hold-flakes, --apps and --concurrency must be at least 1".into());
+    }
+    let (phones, parse_avg) = phones(n_phones)?;
+    let provider = Arc::new(CapturingProvider::new(hold.is_none()));
+    let runtime = Runtime::builder(runtime_config(&args, db))
+        .provider(provider.clone())
+        .start()
+        .await
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let mut apps = Vec::with_capacity(args.apps);
+    for i in 0..args.apps {
+        // upsert: a kept `--db` from an earlier run already has these apps.
+        let app = runtime
+            .upsert_app(NewApp {
+                name: format!("loadtest {i}"),
+                app_key: Some(format!("loadtest-{i}")),
+                settings: settings(),
+                ..NewApp::default()
+            })
+            .await
+            .map_err(|e| format!("creating app {i}: {e}"))?;
+        apps.push(app);
+    }
+    let tasks = args.concurrency.min(n_phones);
+    let plan = Arc::new(Plan {
+        runtime: runtime.clone(),
+        provider: provider.clone(),
+        apps,
+        phones: Arc::new(phones),
+        deadline: Instant::now() + Duration::from_secs(args.duration_secs),
+        budget: AtomicU64::new(match hold {
+            Some(n) => n as u64,
+            None => args.cycles.unwrap_or(u64::MAX),
+        }),
+        hold: hold.is_some(),
+    });
+    let rss_before = proc_status_kib("VmRSS");
+    let storage_before = StorageCounters::read(&runtime);
+    let load_before = loadavg();
+    let cpu_before = cpu_secs();
+    let started = Instant::now();
+    let tally = run_drivers(plan.clone(), tasks, args.driver_threads).await;
+    let elapsed = started.elapsed();
+    // Let the writer drain (async durability leaves a backlog; the provider's
+    // status writes trail every mode) before reading counters and memory.
+    let drain = settle_storage(&runtime).await;
+    let storage = StorageCounters::read(&runtime).since(storage_before);
+    let cpu_cores = (cpu_secs() - cpu_before) / (elapsed + drain).as_secs_f64();
+    let load_after = loadavg();
+    let rss_after = proc_status_kib("VmRSS");
+    let peak = proc_status_kib("VmHWM");
+    let live = runtime.live_actors();
+    let registered = runtime.registered_actors();
+    let provider_sends = provider.sent.load(Ordering::Relaxed);
+    drop(plan);
+    runtime.shutdown().await;
+
+    let config = serde_json::json!({
+        "mode": if hold.is_some() { "hold" } else { "cycles" },
+        "phones": n_phones,
+        "apps": args.apps,
+        "concurrency": tasks,
+        "duration_secs": args.duration_secs,
+        "cycles_limit": args.cycles,
+        "durability": format!("{:?}", args.durability).to_lowercase(),
+        "synchronous": format!("{:?}", args.synchronous).to_lowercase(),
+        "arbiters": args.arbiters,
+        "driver_threads": args.driver_threads.max(1),
+        "db": args.db.as_ref().map(|p| p.display().to_string()),
+    });
+    let failures = tally.failures();
+    let rate = tally.cycles as f64 / elapsed.as_secs_f64();
+    let mut report = serde_json::json!({
+        "config": config,
+        "completed": tally.cycles,
+        "failed": failures,
+        "errors": tally.errors,
+        "duration_secs": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "per_sec": rate.round(),
+        "request": summary(&tally.request),
+        "live_actors": live,
+        "registered_actors": registered,
+        "provider_sends": provider_sends,
+        "peak_rss_mib": mib(peak),
+        "rss_before_mib": mib(rss_before),
+        "rss_after_mib": mib(rss_after),
+        "storage": storage.json(elapsed + drain),
+        "storage_drain_ms": drain.as_millis() as u64,
+        "per_sec_including_drain": (tally.cycles as f64 / (elapsed + drain).as_secs_f64()).round(),
+        "cpu_cores_used": (cpu_cores * 100.0).round() / 100.0,
+        "machine_cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": load_after,
+        "phone_parse_us": (parse_avg.as_secs_f64() * 1e7).round() / 10.0,
+    });
+    let s = report["storage"].clone();
+    let mut text = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        text,
+        "otpd-loadtest: mode={} phones={} apps={} concurrency={} durability={} synchronous={} arbiters={} driver_threads={} duration_limit={}s cycles_limit={}",
+        config["mode"].as_str().unwrap_or(""),
+        n_phones,
+        args.apps,
+        tasks,
+        config["durability"].as_str().unwrap_or(""),
+        config["synchronous"].as_str().unwrap_or(""),
+        if args.arbiters == 0 { "cores".to_string() } else { args.arbiters.to_string() },
+        args.driver_threads.max(1),
+        args.duration_secs,
+        args.cycles.map_or("none".to_string(), |c| c.to_string()),
+    );
+    if let Some(n) = hold {
+        let per_flake = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / n as f64;
+        report["rss_per_live_flake_bytes"] = serde_json::json!(per_flake.round());
+        let _ = writeln!(
+            text,
+            "requests issued:  {} of {} in {:.2} s ({:.0}/s), failed {}",
+            tally.cycles,
+            n,
+            elapsed.as_secs_f64(),
+            rate,
+            failures
+        );
+        let _ = writeln!(text, "request latency:  {}", summary_line(&tally.request));
+        let _ = writeln!(text, "live actors:      {live} (registered {registered})");
+        let _ = writeln!(
+            text,
+            "RSS:              before {:.1} MiB, after {:.1} MiB, peak {:.1} MiB",
+            mib(rss_before),
+            mib(rss_after),
+            mib(peak)
+        );
+        let _ = writeln!(
+            text,
+            "RSS per live flake: {:.0} bytes ({:.2} KiB)",
+            per_flake,
+            per_flake / 1024.0
+        );
+    } else {
+        report["request_code_wait"] = summary(&tally.code_wait);
+        report["verify"] = summary(&tally.verify);
+        report["cycle"] = summary(&tally.cycle);
+        let _ = writeln!(
+            text,
+            "cycles verified:  {} in {:.2} s = {:.0} cycles/s, failed {}",
+            tally.cycles,
+            elapsed.as_secs_f64(),
+            rate,
+            failures
+        );
+        let _ = writeln!(text, "request latency:  {}", summary_line(&tally.request));
+        let _ = writeln!(text, "code hand-over:   {}", summary_line(&tally.code_wait));
+        let _ = writeln!(text, "verify latency:   {}", summary_line(&tally.verify));
+        let _ = writeln!(text, "full cycle:       {}", summary_line(&tally.cycle));
+        let _ = writeln!(
+            text,
+            "live actors:      {live} (registered {registered}); provider sends {provider_sends}"
+        );
+        let _ = writeln!(text, "peak RSS:         {:.1} MiB", mib(peak));
+        let _ = writeln!(
+            text,
+            "storage drain:    {} ms after the last cycle ({:.0} cycles/s counting it)",
+            drain.as_millis(),
+            tally.cycles as f64 / (elapsed + drain).as_secs_f64()
+        );
+    }
+    if !tally.errors.is_empty() {
+        let list: Vec<String> = tally
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        let _ = writeln!(text, "errors:           {}", list.join(" "));
+    }
+    let _ = writeln!(
+        text,
+        "group commit:     {} commits ({}/s), {} ops/commit avg, {} µs/commit avg, writer busy {}% (incl. drain), {} failed",
+        s["commits"], s["commits_per_sec"], s["ops_per_commit"], s["avg_commit_us"], s["writer_busy_pct"], s["failures"]
+    );
+    let _ = writeln!(
+        text,
+        "cpu:              {:.2} cores used by otpd-loadtest of {} (load average {:.2} before, {:.2} after)",
+        cpu_cores,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before,
+        load_after
+    );
+    let _ = write!(
+        text,
+        "phone parse:      {:.1} µs avg (Phone::parse, measured while generating phones)",
+        parse_avg.as_secs_f64() * 1e6
+    );
+    Ok(Outcome {
+        report,
+        text,
+        failures,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (db, cleanup) = database(&args);
+    let json = args.json;
+    let result = actix_rt::System::new().block_on(run(args, db));
+    if let Some(dir) = cleanup {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    match result {
+        Ok(outcome) => {
+            if json {
+                println!("{}", outcome.report);
+            } else {
+                println!("{}", outcome.text);
+            }
+            if outcome.failures > 0 {
+                eprintln!(
+                    "otpd-loadtest: {} cycle(s) failed: {}",
+                    outcome.failures, outcome.report["errors"]
+                );
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("otpd-loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

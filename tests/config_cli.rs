@@ -1,0 +1,356 @@
+//! The command line and configuration, black-box (SPEC section 9): the real `otpd`
+//! binary in a temp working directory. Exit codes: 0 ok, 2 configuration error.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn otpd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otpd"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run otpd")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write file");
+    path
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn otpd_without_a_subcommand_prints_help() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = otpd(dir.path(), &[], &[]);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("Usage"), "{all}");
+    assert!(
+        all.contains("serve") && all.contains("check-config"),
+        "{all}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "help must not create a database"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_documented_defaults() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = repo_file("config/default.toml");
+    let out = otpd(dir.path(), &["check-config", "--config", arg(&file)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("configuration OK"));
+}
+
+#[test]
+fn check_config_accepts_the_production_example_and_redacts_secrets() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = repo_file("config/production.example.toml");
+    let secrets = [
+        ("OTPD_SERVER__ADMIN_TOKEN", "admin-token-0123456789abcdef"),
+        ("OTPD_PROVIDER__AUTH_TOKEN", "provider-auth-token-xyz"),
+        ("OTPD_PROVIDER__STATUS_TOKEN", "provider-status-token-xyz"),
+    ];
+    let out = otpd(
+        dir.path(),
+        &["check-config", "--config", arg(&file)],
+        &secrets,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("provider.kind            = http"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("storage.synchronous      = full"),
+        "{stdout}"
+    );
+    for (_, secret) in secrets {
+        assert!(!stdout.contains(secret), "{secret} leaked:\n{stdout}");
+    }
+    let example = std::fs::read_to_string(&file).expect("read example");
+    let api_key = example
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("api_key = "))
+        .expect("the example has an api_key")
+        .trim_matches('"');
+    assert!(!stdout.contains(api_key), "api_key leaked:\n{stdout}");
+}
+
+#[test]
+fn check_config_names_an_unknown_key_in_the_file_and_exits_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "otpd.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\ndurabilty = \"commit\"\n",
+    );
+    let out = otpd(dir.path(), &["check-config", "--config", arg(&file)], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("storage.durabilty"), "{stderr}");
+    assert!(stderr.contains("otpd.toml"), "{stderr}");
+}
+
+#[test]
+fn check_config_names_an_unknown_environment_key_and_exits_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = otpd(
+        dir.path(),
+        &["check-config"],
+        &[("OTPD_SERVER__LISTN", "0.0.0.0:8080")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("OTPD_SERVER__LISTN"), "{stderr}");
+    assert!(stderr.contains("server.listn"), "{stderr}");
+}
+
+#[test]
+fn check_config_names_an_unknown_app_setting_and_exits_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "otpd.toml",
+        "[[apps]]\nname = \"Shop\"\napp_key = \"shop\"\napi_key = \"sk_test_0123456789abcdef\"\nmax_atempts = 5\n",
+    );
+    let out = otpd(dir.path(), &["check-config", "--config", arg(&file)], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("max_atempts") && stderr.contains("shop"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_refuses_a_missing_file_with_exit_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = otpd(dir.path(), &["check-config", "--config", "nope.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nope.toml"));
+}
+
+#[test]
+fn apps_create_then_list_shows_the_app_without_secrets() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "otpd.toml",
+        "[storage]\npath = \"db/otpd.sqlite3\"\n",
+    );
+    let out = otpd(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Shop",
+            "--app-key",
+            "shop",
+            "--config",
+            arg(&file),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(created["app_key"], "shop");
+    assert!(created["app_id"].as_str().is_some_and(|s| s.len() == 36));
+    let api_key = created["api_key"].as_str().expect("api_key").to_string();
+    assert!(api_key.len() >= 16);
+    assert!(dir.path().join("db/otpd.sqlite3").exists());
+
+    let again = otpd(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Shop",
+            "--app-key",
+            "shop",
+            "--config",
+            arg(&file),
+        ],
+        &[],
+    );
+    assert_eq!(again.status.code(), Some(1), "a taken app_key is refused");
+
+    let out = otpd(dir.path(), &["apps", "list", "--config", arg(&file)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    let apps: Vec<Value> = listing
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(apps.len(), 1, "{listing}");
+    assert_eq!(apps[0]["app_key"], "shop");
+    assert_eq!(apps[0]["app_id"], created["app_id"]);
+    assert!(!listing.contains(&api_key), "the API key leaked: {listing}");
+    assert!(apps[0].get("api_key").is_none());
+}
+
+/// `otpd serve` in the background; killed when dropped.
+struct Serve {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Serve {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Serve {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_otpd"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn otpd serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Serve { child, lines }
+    }
+
+    /// Stdout lines up to and including `otpd listening on http://…`, and the base URL.
+    fn until_listening(&self) -> (Vec<String>, String) {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no listening line; stdout so far: {seen:?}"));
+            if let Some(base) = line.strip_prefix("otpd listening on ") {
+                let base = base.trim().to_string();
+                seen.push(line);
+                return (seen, base);
+            }
+            seen.push(line);
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_ready(client: &reqwest::blocking::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_code_with_key(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    key: &str,
+    app_key: &str,
+) -> u16 {
+    client
+        .get(format!("{base}/v1/otp/status"))
+        .query(&[("phone_number", "255712345678"), ("app_key", app_key)])
+        .header("X-API-Key", key)
+        .send()
+        .expect("GET status")
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [("OTPD_SERVER__LISTEN", "127.0.0.1:0")];
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    let serve = Serve::start(dir.path(), &env);
+    let (stdout, base) = serve.until_listening();
+    let shown = stdout.join("\n");
+    assert!(shown.contains("app_key: dev"), "{shown}");
+    assert!(shown.to_lowercase().contains("shown once"), "{shown}");
+    let api_key = stdout
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("api_key: "))
+        .expect("the dev app's api_key on stdout")
+        .to_string();
+    assert!(
+        dir.path().join("data/otpd.sqlite3").exists(),
+        "default storage.path"
+    );
+    wait_ready(&client, &base);
+    assert_eq!(status_code_with_key(&client, &base, &api_key, "dev"), 404);
+    assert_eq!(
+        status_code_with_key(&client, &base, "sk_not_a_real_key_000000", "dev"),
+        401
+    );
+
+    // An app created by the CLI while the daemon runs authenticates within a second or so.
+    let out = otpd(
+        dir.path(),
+        &["apps", "create", "--name", "Later", "--app-key", "later"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let later_key = created["api_key"].as_str().expect("api_key");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_code_with_key(&client, &base, later_key, "later") != 404 {
+        assert!(Instant::now() < deadline, "the new key never authenticated");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(serve);
+
+    // The database has apps now: a second start creates no development app.
+    let serve = Serve::start(dir.path(), &env);
+    let (stdout, base) = serve.until_listening();
+    assert!(!stdout.iter().any(|l| l.contains("api_key")), "{stdout:?}");
+    wait_ready(&client, &base);
+    assert_eq!(status_code_with_key(&client, &base, &api_key, "dev"), 404);
+}
