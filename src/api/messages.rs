@@ -18,3 +18,8 @@ pub async fn get_message(
     let record = state.runtime.message(&auth.0, message_id).await?;
     Ok(Reply::ok(&record)?.into_response())
 }
+
+/// Registers the message routes on the `/v1` scope.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/messages/{message_id}").route(web::get().to(get_message)));
+}

@@ -10,7 +10,9 @@
 //! | `extract.rs` | `X-API-Key` and admin-token auth, JSON bodies, query strings, path ids |
 //! | `idempotency.rs` | `Idempotency-Key` for every `POST` under `/v1`, implemented once |
 //! | `otp.rs` | `/v1/otp/*` |
-//! | `messages.rs` | `/v1/messages/{id}` |
+//! | `messages.rs` | `/v1/messages`, `/v1/messages/{id}` |
+//! | `providers.rs` | `/v1/providers/status` (provider status reports, bearer token) |
+//! | `webhooks.rs` | `/v1/webhooks…`, `/v1/deliveries` (webhook management, delivery log) |
 //! | `admin.rs` | `/admin/v1/apps…` |
 //! | `health.rs` | `/healthz`, `/readyz` |
 //! | `request_log.rs` | one debug log line per request, client IP via trusted proxies |
@@ -28,8 +30,11 @@ pub mod health;
 pub mod idempotency;
 pub mod messages;
 pub mod otp;
+pub mod providers;
+
 pub mod reply;
 pub mod request_log;
+pub mod webhooks;
 
 pub use error::ApiError;
 
@@ -98,7 +103,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
             .service(resource("/otp/verify").route(web::post().to(otp::verify)))
             .service(resource("/otp/invalidate").route(web::post().to(otp::invalidate)))
             .service(resource("/otp/status").route(web::get().to(otp::status)))
-            .service(resource("/messages/{message_id}").route(web::get().to(messages::get_message)))
+            .configure(webhooks::routes)
+            .configure(messages::routes)
+            .configure(providers::routes)
             .default_service(web::to(not_found)),
     );
 
@@ -141,7 +148,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
 }
 
 /// A resource whose unmatched methods get the 405 envelope.
-fn resource(path: &str) -> actix_web::Resource {
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 

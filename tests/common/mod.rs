@@ -24,6 +24,8 @@ use otpd_actors::{
 };
 use serde_json::Value;
 
+pub mod receiver;
+
 /// The seeded app's public key.
 pub const APP_KEY: &str = "demo";
 /// The seeded app's API key.
