@@ -132,6 +132,11 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         self.map.get(key).map(|s| s.addr.clone())
     }
 
+        /// Whether an actor is registered for `key`.
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.map.contains_key(key)
+    }
+
     /// Marks the actor for `key` finished: it leaves after one idle second.
     pub(crate) fn mark_done(&self, key: &K) {
         if let Some(slot) = self.map.get(key) {

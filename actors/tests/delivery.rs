@@ -16,67 +16,6 @@ use otpd_actors::{Error, SendOtp, VerifyOtp};
 const PHONE: &str = "+255712345678";
 const CANON: &str = "255712345678";
 
-fn send_with(phone: &str, cb: Option<&str>, secret: Option<&str>) -> SendOtp {
-    SendOtp {
-        phone_number: phone.into(),
-        callback_url: cb.map(str::to_string),
-        callback_secret: secret.map(str::to_string),
-        ..SendOtp::default()
-    }
-}
-
-fn verify(phone: &str, code: &str) -> VerifyOtp {
-    VerifyOtp {
-        phone_number: phone.into(),
-        code: code.into(),
-        ..VerifyOtp::default()
-    }
-}
-
-async fn code_for(f: &Fixture, phone: &str) -> String {
-    let provider = f.provider.clone();
-    let p = phone.to_string();
-    eventually("the code to be sent", || provider.last_code(&p).is_some()).await;
-    f.provider.last_code(phone).unwrap()
-}
-
-/// The code of the `n`-th message (1-based) sent to `phone`.
-async fn nth_code(f: &Fixture, phone: &str, n: usize) -> String {
-    let provider = f.provider.clone();
-    let p = phone.to_string();
-    let sent_to = move || {
-        provider
-            .sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.to == p)
-            .count()
-    };
-    eventually("the n-th code", || sent_to() >= n).await;
-    let sent = f.provider.sent.lock().unwrap();
-    sent.iter()
-        .filter(|m| m.to == phone)
-        .nth(n - 1)
-        .unwrap()
-        .text
-        .clone()
-}
-
-async fn otp_webhook(f: &Fixture, url: &str) -> Arc<otpd_actors::webhooks::Webhook> {
-    f.runtime
-        .create_webhook(
-            &f.app,
-            NewWebhook {
-                url: url.into(),
-                service_type: "otp".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-}
-
 fn check_signed(r: &Received, secret: &str) {
     let body = r.body.as_bytes();
     assert!(
@@ -152,7 +91,7 @@ async fn the_otp_webhook_gets_created_failed_verified_and_expired_events() {
         settings(),
     )
     .await;
-    let w = otp_webhook(&f, &hook.url).await;
+    let w = webhook(&f, &hook.url, "otp").await;
     assert!(w.secret.starts_with("whsec_"));
     f.runtime
         .request(&f.app, send_with(PHONE, None, None))
@@ -217,7 +156,7 @@ async fn failed_attempts_retry_on_the_schedule_with_the_same_event_id_then_succe
     let mut cfg = loopback_config(dir.path());
     cfg.delivery.retry_schedule_secs = vec![5, 30];
     let f = start(cfg, start_clock(), Arc::default(), settings()).await;
-    let w = otp_webhook(&f, &hook.url).await;
+    let w = webhook(&f, &hook.url, "otp").await;
     let delivery_id = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
     hook.wait_for(1).await;
     let c = f.clock.clone();
@@ -282,7 +221,7 @@ async fn gone_stops_retrying_and_retry_after_is_honoured_up_to_four_times_the_de
     let mut cfg = loopback_config(dir.path());
     cfg.delivery.retry_schedule_secs = vec![1, 2];
     let f = start(cfg, start_clock(), Arc::default(), settings()).await;
-    let w = otp_webhook(&f, &gone.url).await;
+    let w = webhook(&f, &gone.url, "otp").await;
     let id = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
     let d = wait_status(&f, &id, DeliveryStatus::Failed).await;
     assert_eq!((d.view.attempts, d.view.last_status_code), (1, Some(410)));
@@ -325,7 +264,7 @@ async fn a_hanging_endpoint_times_out_and_does_not_delay_a_healthy_one() {
     cfg.delivery.retry_schedule_secs = vec![];
     cfg.delivery.max_in_flight = 4;
     let f = start(cfg, start_clock(), Arc::default(), settings()).await;
-    let hung = otp_webhook(&f, &hang.url).await;
+    let hung = webhook(&f, &hang.url, "otp").await;
     // Fill the hanging endpoint's in-flight slots and queue.
     let mut hung_ids = Vec::new();
     for _ in 0..10 {
@@ -375,7 +314,7 @@ async fn consecutive_failures_pause_the_endpoint_and_deliveries_wait_then_resume
     cfg.delivery.pause_secs = 300;
     cfg.delivery.max_in_flight = 1;
     let f = start(cfg, start_clock(), Arc::default(), settings()).await;
-    let w = otp_webhook(&f, &hook.url).await;
+    let w = webhook(&f, &hook.url, "otp").await;
     let a = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
     wait_status(&f, &a, DeliveryStatus::Failed).await;
     let b = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
@@ -419,7 +358,7 @@ async fn manual_retry_and_recover_start_new_series_with_the_same_event() {
     let mut cfg = loopback_config(dir.path());
     cfg.delivery.retry_schedule_secs = vec![];
     let f = start(cfg, start_clock(), Arc::default(), settings()).await;
-    let w = otp_webhook(&f, &hook.url).await;
+    let w = webhook(&f, &hook.url, "otp").await;
     let since = otpd_actors::Clock::now(&*f.clock);
     let a = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
     let b = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
@@ -469,7 +408,7 @@ async fn rotated_secret_signs_alone_in_x_otpd_and_beside_the_old_one_in_standard
         settings(),
     )
     .await;
-    let w = otp_webhook(&f, &hook.url).await;
+    let w = webhook(&f, &hook.url, "otp").await;
     let old = w.secret.clone();
     let new = f
         .runtime
@@ -638,7 +577,7 @@ async fn webhook_management_rules() {
         settings(),
     )
     .await;
-    let w = otp_webhook(&f, "http://127.0.0.1:9/x").await;
+    let w = webhook(&f, "http://127.0.0.1:9/x", "otp").await;
     assert_eq!(w.events.len(), 4);
     assert!(matches!(
         f.runtime
@@ -735,7 +674,7 @@ async fn unfinished_deliveries_resume_after_restart_with_the_same_event_id() {
     let hook = receiver(vec![Reply::Status(500, ""), Reply::Status(200, "")]).await;
     let clock = start_clock();
     let f = start(cfg.clone(), clock.clone(), Arc::default(), settings()).await;
-    let w = otp_webhook(&f, &hook.url).await;
+    let w = webhook(&f, &hook.url, "otp").await;
     let id = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
     let first = hook.wait_for(1).await.remove(0);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -762,7 +701,7 @@ async fn delivery_list_pages_with_a_cursor_and_filters_by_kind() {
         settings(),
     )
     .await;
-    let w = otp_webhook(&f, &hook.url).await;
+    let w = webhook(&f, &hook.url, "otp").await;
     for _ in 0..5 {
         f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
         f.clock.advance(Duration::from_millis(5));

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use otpd_actors::message::{Channel, MessageStatus, ReportType};
-use otpd_actors::runtime::{
-    DeliveryQuery, DeliveryReportRequest, NewWebhook, SendMessage, StatusReport,
-};
+use otpd_actors::runtime::{DeliveryQuery, DeliveryReportRequest, SendMessage, StatusReport};
 use otpd_actors::signing::verify_otpd_signature;
 use otpd_actors::{Error, SendOtp};
 use rand::seq::SliceRandom;
@@ -32,29 +30,6 @@ fn report(id: uuid::Uuid, status: MessageStatus) -> StatusReport {
         status,
         ..StatusReport::default()
     }
-}
-
-async fn wait_message(f: &Fixture, id: uuid::Uuid, status: MessageStatus) {
-    for _ in 0..300 {
-        if f.runtime.message(&f.app, id).await.unwrap().status == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("message never became {status:?}");
-}
-
-async fn webhook(
-    f: &Fixture,
-    url: &str,
-    service_type: &str,
-) -> Arc<otpd_actors::webhooks::Webhook> {
-    let new = NewWebhook {
-        url: url.into(),
-        service_type: service_type.into(),
-        ..Default::default()
-    };
-    f.runtime.create_webhook(&f.app, new).await.unwrap()
 }
 
 #[actix_rt::test]

@@ -11,35 +11,10 @@ use common::*;
 use otpd_actors::config::ProviderKind;
 use otpd_actors::message::MessageStatus;
 use otpd_actors::otp::{FlakeStatus, VerifyOutcome};
-use otpd_actors::{Error, Runtime, SendOtp, VerifyOtp};
+use otpd_actors::{Error, Runtime};
 
 const PHONE: &str = "+255 712 345 678";
 const CANON: &str = "255712345678";
-
-fn send(phone: &str) -> SendOtp {
-    SendOtp {
-        phone_number: phone.into(),
-        ..SendOtp::default()
-    }
-}
-
-fn verify(phone: &str, code: &str) -> VerifyOtp {
-    VerifyOtp {
-        phone_number: phone.into(),
-        code: code.into(),
-        ..VerifyOtp::default()
-    }
-}
-
-async fn code_for(f: &Fixture, phone: &str) -> String {
-    let provider = f.provider.clone();
-    let p = phone.to_string();
-    eventually("the provider to receive the code", || {
-        provider.last_code(&p).is_some()
-    })
-    .await;
-    f.provider.last_code(phone).unwrap()
-}
 
 #[actix_rt::test]
 async fn fifty_concurrent_wrong_verifies_compare_exactly_max_attempts_codes() {

@@ -12,8 +12,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use otpd_actors::app::CreatedApp;
 use otpd_actors::config::RuntimeConfig;
+use otpd_actors::message::MessageStatus;
 use otpd_actors::provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
-use otpd_actors::{App, AppSettings, ManualClock, NewApp, Runtime};
+use otpd_actors::runtime::NewWebhook;
+use otpd_actors::{App, AppSettings, ManualClock, NewApp, Runtime, SendOtp, VerifyOtp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A provider that records every message (so tests can read the code) and can be
@@ -308,4 +310,79 @@ pub fn codes(provider: &CapturingProvider) -> HashMap<String, String> {
         .iter()
         .map(|m| (m.to.clone(), m.text.clone()))
         .collect()
+}
+
+/// A request for `phone` with an optional callback target.
+pub fn send(phone: &str) -> SendOtp {
+    send_with(phone, None, None)
+}
+
+pub fn send_with(phone: &str, cb: Option<&str>, secret: Option<&str>) -> SendOtp {
+    SendOtp {
+        phone_number: phone.into(),
+        callback_url: cb.map(str::to_string),
+        callback_secret: secret.map(str::to_string),
+        ..SendOtp::default()
+    }
+}
+
+pub fn verify(phone: &str, code: &str) -> VerifyOtp {
+    VerifyOtp {
+        phone_number: phone.into(),
+        code: code.into(),
+        ..VerifyOtp::default()
+    }
+}
+
+pub async fn code_for(f: &Fixture, phone: &str) -> String {
+    let provider = f.provider.clone();
+    let p = phone.to_string();
+    eventually("the code to be sent", || provider.last_code(&p).is_some()).await;
+    f.provider.last_code(phone).unwrap()
+}
+
+/// The code of the `n`-th message (1-based) sent to `phone`.
+pub async fn nth_code(f: &Fixture, phone: &str, n: usize) -> String {
+    let provider = f.provider.clone();
+    let p = phone.to_string();
+    let sent_to = move || {
+        provider
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.to == p)
+            .count()
+    };
+    eventually("the n-th code", || sent_to() >= n).await;
+    let sent = f.provider.sent.lock().unwrap();
+    sent.iter()
+        .filter(|m| m.to == phone)
+        .nth(n - 1)
+        .unwrap()
+        .text
+        .clone()
+}
+
+pub async fn wait_message(f: &Fixture, id: uuid::Uuid, status: MessageStatus) {
+    for _ in 0..300 {
+        if f.runtime.message(&f.app, id).await.unwrap().status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("message never became {status:?}");
+}
+
+pub async fn webhook(
+    f: &Fixture,
+    url: &str,
+    service_type: &str,
+) -> Arc<otpd_actors::webhooks::Webhook> {
+    let new = NewWebhook {
+        url: url.into(),
+        service_type: service_type.into(),
+        ..Default::default()
+    };
+    f.runtime.create_webhook(&f.app, new).await.unwrap()
 }
