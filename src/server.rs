@@ -139,6 +139,7 @@ async fn bind(
     let options = ApiOptions {
         admin_token: config.server.admin_token.clone(),
         trusted_proxies: config.server.trusted_proxies.clone(),
+        metrics: crate::api::metrics::install_recorder(),
     };
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism()

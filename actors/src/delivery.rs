@@ -319,8 +319,10 @@ pub(crate) struct DeliveryContext {
     pub(crate) schedule: RetrySchedule,
     pub(crate) webhooks: Arc<WebhookDirectory>,
     /// Deliveries finished (succeeded, failed) since start, for metrics.
-    pub(crate) succeeded: AtomicUsize,
+        pub(crate) succeeded: AtomicUsize,
     pub(crate) failed: AtomicUsize,
+    /// Deliveries handed to actors and not yet final (queued, in flight, or waiting to retry).
+    pub(crate) pending: AtomicUsize,
 }
 
 impl DeliveryContext {
@@ -345,7 +347,8 @@ impl DeliveryContext {
             schedule: RetrySchedule::from_secs(&config.retry_schedule_secs),
             config,
             webhooks,
-            succeeded: AtomicUsize::new(0),
+                        succeeded: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
         })
     }
@@ -391,7 +394,8 @@ impl Dispatcher {
         };
         self.registry.with_actor(&key, spawn, |addr, busy| {
             // Counted under the entry lock: the reaper keeps a busy actor.
-            busy.fetch_add(1, Ordering::AcqRel);
+                        busy.fetch_add(1, Ordering::AcqRel);
+            self.cx.pending.fetch_add(1, Ordering::Relaxed);
             addr.do_send(Enqueue(Box::new(delivery)));
         });
     }
@@ -525,13 +529,16 @@ impl DeliveryActor {
         };
         d.last_status_code = outcome.status_code;
         d.last_error = outcome.error.clone();
+        metrics::histogram!("otpd_delivery_attempt_duration_seconds", "kind" => d.kind.as_str())
+            .record(outcome.duration_ms as f64 / 1000.0);
         d.updated_at = now;
         let mut retry_in = None;
         if outcome.succeeded() {
             d.status = DeliveryStatus::Succeeded;
             d.next_attempt_at = None;
             self.health.consecutive_failures.store(0, Ordering::Release);
-            self.cx.succeeded.fetch_add(1, Ordering::Relaxed);
+                        self.cx.succeeded.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("otpd_deliveries_total", "kind" => d.kind.as_str(), "outcome" => "succeeded").increment(1);
         } else {
             let gone = outcome.status_code == Some(410);
             let delay = self
@@ -547,7 +554,8 @@ impl DeliveryActor {
                 _ => {
                     d.status = DeliveryStatus::Failed;
                     d.next_attempt_at = None;
-                    self.cx.failed.fetch_add(1, Ordering::Relaxed);
+                                        self.cx.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("otpd_deliveries_total", "kind" => d.kind.as_str(), "outcome" => "failed").increment(1);
                     let failures = self
                         .health
                         .consecutive_failures
@@ -584,7 +592,8 @@ impl DeliveryActor {
                 );
             }
             None => {
-                self.busy.fetch_sub(1, Ordering::AcqRel);
+                                self.busy.fetch_sub(1, Ordering::AcqRel);
+                self.cx.pending.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.pump(ctx);

@@ -69,4 +69,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::RuntimeConfig;
 pub use error::Error;
 pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
-pub use runtime::{Runtime, RuntimeBuilder, SendOtp, VerifyOtp, VerifyResult};
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeGauges, SendOtp, VerifyOtp, VerifyResult};

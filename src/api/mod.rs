@@ -15,6 +15,7 @@
 //! | `webhooks.rs` | `/v1/webhooks…`, `/v1/deliveries` (webhook management, delivery log) |
 //! | `admin.rs` | `/admin/v1/apps…` |
 //! | `health.rs` | `/healthz`, `/readyz` |
+//! | `metrics.rs` | `/metrics` (Prometheus text) and the recorder it reads |
 //! | `request_log.rs` | one debug log line per request, client IP via trusted proxies |
 //!
 //! Unknown routes answer a 404 `not_found` envelope and wrong methods a 405
@@ -28,6 +29,8 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
+pub mod metrics;
+
 pub mod messages;
 pub mod otp;
 pub mod providers;
@@ -50,6 +53,9 @@ pub struct ApiOptions {
     pub admin_token: Option<String>,
     /// `server.trusted_proxies`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Renders `/metrics`; `None` (an embedder with its own recorder) answers 404.
+    /// See [`metrics::install_recorder`].
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// What every handler shares, registered as `web::Data<ApiState>`.
@@ -60,6 +66,8 @@ pub struct ApiState {
     admin_token_digest: Option<[u8; 32]>,
     /// Request body limit in bytes.
     pub body_limit: usize,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -85,6 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
             .filter(|t| !t.trim().is_empty())
             .map(extract::token_digest),
         body_limit: BODY_LIMIT,
+        metrics: options.metrics,
     });
     let log = RequestLog::new(options.trusted_proxies);
     // Reading stops at the limit (by `Content-Length` or while streaming a chunked
@@ -138,6 +147,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
             .wrap(log.clone())
             .route(web::get().to(health::healthz)),
     );
+    cfg.service(resource("/metrics").route(web::get().to(metrics::render)));
     cfg.service(
         resource("/readyz")
             .wrap(log)

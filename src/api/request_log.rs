@@ -86,12 +86,18 @@ where
             async move {
                 let result = fut.await;
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                match &result {
-                    Ok(res) => tracing::debug!(
-                        status = res.status().as_u16(),
-                        latency_ms,
-                        "request finished"
-                    ),
+                                match &result {
+                    Ok(res) => {
+                        // The route pattern (not the path) keeps label cardinality bounded.
+                        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                        let status = res.status().as_u16().to_string();
+                        let method = res.request().method().to_string();
+                        metrics::counter!("otpd_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+                            .increment(1);
+                        metrics::histogram!("otpd_http_request_duration_seconds", "route" => route)
+                            .record(latency_ms / 1000.0);
+                        tracing::debug!(status = res.status().as_u16(), latency_ms, "request finished")
+                    }
                     Err(e) => tracing::debug!(
                         status = e.as_response_error().status_code().as_u16(),
                         latency_ms,

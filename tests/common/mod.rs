@@ -166,6 +166,7 @@ impl Fixture {
         let api_options = ApiOptions {
             admin_token: options.admin_token.clone(),
             trusted_proxies: options.trusted_proxies,
+            metrics: otpd::api::metrics::install_recorder(),
         };
         let settings = options.settings;
         let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();

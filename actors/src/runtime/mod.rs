@@ -87,6 +87,29 @@ pub struct VerifyResult {
     pub outcome: VerifyOutcome,
 }
 
+/// Figures read at scrape time by `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuntimeGauges {
+    /// OTP actors alive.
+    pub otp_actors: usize,
+    /// Message actors alive.
+    pub message_actors: usize,
+    /// Delivery (endpoint) actors alive.
+    pub delivery_actors: usize,
+    /// Deliveries not yet final: the delivery queue depth.
+    pub deliveries_pending: usize,
+    /// Group commits so far.
+    pub snapshot_commits: u64,
+    /// Operations carried by those commits.
+    pub snapshot_ops: u64,
+    /// Operations in the last commit.
+    pub snapshot_last_batch: u64,
+    /// Time spent in commits, in seconds.
+    pub snapshot_commit_seconds: f64,
+    /// Failed commits.
+    pub snapshot_failures: u64,
+}
+
 /// Builds a [`Runtime`]; lets tests and embedders inject a clock and a provider.
 pub struct RuntimeBuilder {
     config: RuntimeConfig,
@@ -476,7 +499,21 @@ impl Runtime {
         }
     }
 
-    async fn issue(&self, app: &Arc<App>, req: SendOtp, kind: IssueKind) -> Result<Issued, Error> {
+        async fn issue(&self, app: &Arc<App>, req: SendOtp, kind: IssueKind) -> Result<Issued, Error> {
+        let kind_label = match kind {
+            IssueKind::Request => "request",
+            IssueKind::Resend => "resend",
+        };
+        let result = self.issue_inner(app, req, kind).await;
+        let outcome = match &result {
+            Ok(_) => "issued",
+            Err(e) => e.code(),
+        };
+        metrics::counter!("otpd_otp_sends_total", "kind" => kind_label, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn issue_inner(&self, app: &Arc<App>, req: SendOtp, kind: IssueKind) -> Result<Issued, Error> {
         let key = self.key(app, &req.phone_number)?;
         Self::check_country(app, &key)?;
         let minutes = req
@@ -530,7 +567,23 @@ impl Runtime {
     }
 
     /// Compares a code; at most `max_attempts` codes are ever compared per flake.
-    pub async fn verify(&self, app: &Arc<App>, req: VerifyOtp) -> Result<VerifyResult, Error> {
+        pub async fn verify(&self, app: &Arc<App>, req: VerifyOtp) -> Result<VerifyResult, Error> {
+        let result = self.verify_inner(app, req).await;
+        let outcome = match &result {
+            Ok(r) => match r.outcome {
+                VerifyOutcome::Verified { .. } => "verified",
+                VerifyOutcome::InvalidCode { .. } => "invalid_code",
+                VerifyOutcome::MaxAttempts { .. } => "max_attempts",
+                VerifyOutcome::Expired { .. } => "expired",
+                VerifyOutcome::AlreadyVerified { .. } => "already_verified",
+            },
+            Err(e) => e.code(),
+        };
+        metrics::counter!("otpd_otp_verifications_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn verify_inner(&self, app: &Arc<App>, req: VerifyOtp) -> Result<VerifyResult, Error> {
         let key = self.key(app, &req.phone_number)?;
 
         // Checked before the actor so a bad override uses no attempt; it becomes the
@@ -614,6 +667,23 @@ impl Runtime {
             .committed()
             .await
             .is_ok()
+    }
+
+        /// Point-in-time figures for `/metrics` (read at scrape time).
+    pub fn gauges(&self) -> RuntimeGauges {
+        let stats = self.inner.shared.snapshot.stats();
+        let cx = self.inner.dispatcher.context();
+        RuntimeGauges {
+            otp_actors: self.live_actors(),
+            message_actors: self.inner.book.actors(),
+            delivery_actors: self.inner.dispatcher.actors(),
+            deliveries_pending: cx.pending.load(Ordering::Relaxed),
+            snapshot_commits: stats.commits.load(Ordering::Relaxed),
+            snapshot_ops: stats.ops.load(Ordering::Relaxed),
+            snapshot_last_batch: stats.last_batch.load(Ordering::Relaxed),
+            snapshot_commit_seconds: stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            snapshot_failures: stats.failures.load(Ordering::Relaxed),
+        }
     }
 
     /// OTP actors alive right now.
