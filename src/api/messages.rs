@@ -1,11 +1,96 @@
-//! `/v1/messages` (SPEC section 7): for now, reading one message's delivery status.
+//! `/v1/messages` (SPEC section 7): queueing a message and reading its status.
+//!
+//! `POST /v1/messages` parses the body into the runtime's [`SendMessage`] and hands
+//! it over through the idempotency layer; the runtime validates the phone number,
+//! the text length, the sender ID and the delivery-report URL, and commits the
+//! message as `queued` before the provider is called — hence 202. What happens next
+//! (sent, delivered, failed) is visible through `GET /v1/messages/{message_id}`, the
+//! channel webhook and the message's own delivery reports.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use otpd_actors::message::{Channel, MessageStatus, ReportType};
+use otpd_actors::runtime::{DeliveryReportRequest, SendMessage};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{path_uuid, Authenticated};
+use super::extract::{json_object, path_uuid, Authenticated};
+use super::idempotency::idempotent;
 use super::reply::Reply;
 use super::ApiState;
+
+/// Body of `POST /v1/messages`.
+///
+/// Types are checked here (a wrong type, a missing field, an unknown `channel` or
+/// `delivery_report_type` is a 400); values — phone, text length, URL — are the
+/// runtime's rules and come back as 422s.
+#[derive(Debug, Deserialize)]
+struct SendBody {
+    /// Required: the spec marks no default, and silently texting over SMS when a
+    /// client forgot the field would be a surprise (and a cost).
+    channel: Channel,
+    to: String,
+    text: String,
+    sender_id: Option<String>,
+    delivery_report: Option<ReportBody>,
+}
+
+/// `delivery_report` of `POST /v1/messages`.
+#[derive(Debug, Deserialize)]
+struct ReportBody {
+    webhook_url: String,
+    delivery_report_type: Option<ReportType>,
+    webhook_secret: Option<String>,
+}
+
+impl From<SendBody> for SendMessage {
+    fn from(body: SendBody) -> SendMessage {
+        SendMessage {
+            channel: body.channel,
+            to: body.to,
+            text: body.text,
+            sender_id: body.sender_id,
+            delivery_report: body.delivery_report.map(|r| DeliveryReportRequest {
+                webhook_url: r.webhook_url,
+                delivery_report_type: r.delivery_report_type,
+                webhook_secret: r.webhook_secret,
+            }),
+        }
+    }
+}
+
+/// The 202 answer of `POST /v1/messages`.
+#[derive(Debug, Serialize)]
+struct QueuedData {
+    message_id: Uuid,
+    /// Always `queued`: the answer is given once the message is committed, before
+    /// the provider is called.
+    status: MessageStatus,
+}
+
+/// `POST /v1/messages`: 202 `{message_id, status: "queued"}`.
+pub async fn send_message(
+    state: web::Data<ApiState>,
+    auth: Authenticated,
+    req: HttpRequest,
+    body: Result<Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let (parsed, bytes) = json_object::<SendBody>(body, state.body_limit)?;
+    let app = auth.0;
+    idempotent(&state, &app, &req, &bytes, || async {
+        let record = state.runtime.send_message(&app, parsed.into()).await?;
+        Reply::with_status(
+            StatusCode::ACCEPTED,
+            &QueuedData {
+                message_id: record.message_id,
+                status: record.status,
+            },
+        )
+    })
+    .await
+}
 
 /// `GET /v1/messages/{message_id}`: 404 for an unknown id, another app's message,
 /// or a path segment that is not a UUID.
@@ -21,5 +106,6 @@ pub async fn get_message(
 
 /// Registers the message routes on the `/v1` scope.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/messages").route(web::post().to(send_message)));
     cfg.service(super::resource("/messages/{message_id}").route(web::get().to(get_message)));
 }
