@@ -11,10 +11,15 @@ const TOKEN: &str = "admin-token-for-tests-0123456789";
 const OTHER_PHONE: &str = "255712345679";
 const LIMIT: usize = 64 * 1024;
 
+/// The provider status token the fixture is configured with.
+const STATUS_TOKEN: &str = "prov-status-token-0123456789";
+
 #[derive(Clone, Copy)]
 enum Auth {
     ApiKey,
     Admin,
+    /// `Authorization: Bearer <provider.status_token>` (`/v1/providers/status`).
+    Provider,
 }
 
 /// Every route that reads a body.
@@ -26,6 +31,9 @@ fn body_routes(fx: &Fixture) -> Vec<(&'static str, String, Auth)> {
         ("POST", "/v1/otp/resend".into(), Auth::ApiKey),
         ("POST", "/v1/otp/verify".into(), Auth::ApiKey),
         ("POST", "/v1/otp/invalidate".into(), Auth::ApiKey),
+        ("POST", "/v1/messages".into(), Auth::ApiKey),
+        ("POST", "/v1/webhooks".into(), Auth::ApiKey),
+        ("POST", "/v1/providers/status".into(), Auth::Provider),
         ("POST", "/admin/v1/apps".into(), Auth::Admin),
         ("PATCH", format!("/admin/v1/apps/{id}"), Auth::Admin),
     ]
@@ -72,12 +80,19 @@ fn call<'a>(fx: &'a Fixture, method: &str, path: &str, auth: Auth) -> Call<'a> {
     match auth {
         Auth::ApiKey => fx.call(method, path),
         Auth::Admin => fx.admin(method, path),
+        Auth::Provider => fx
+            .call(method, path)
+            .no_auth()
+            .header("authorization", &format!("Bearer {STATUS_TOKEN}")),
     }
 }
 
 fn fixture() -> Fixture {
     let fx = Fixture::with(FixtureOptions {
         admin_token: Some(TOKEN.into()),
+        tweak_config: Some(Box::new(|c| {
+            c.provider.status_token = Some(STATUS_TOKEN.into())
+        })),
         ..FixtureOptions::default()
     });
     // One live flake whose state must survive all the junk.
@@ -201,7 +216,7 @@ fn wrong_types_and_missing_fields_are_invalid_request() {
     ];
     for (method, path, auth) in body_routes(&fx) {
         let cases: Vec<serde_json::Value> = match auth {
-            Auth::ApiKey => otp_cases.clone(),
+            Auth::ApiKey | Auth::Provider => otp_cases.clone(),
             Auth::Admin => vec![
                 json!({"name": 5}),
                 json!({"name": ["x"]}),
@@ -393,7 +408,7 @@ fn unauthenticated_junk_is_unauthorized_before_the_body_is_read() {
     for (method, path, auth) in body_routes(&fx) {
         for body in [big.clone(), "{".to_string(), String::new()] {
             let mut c = call(&fx, method, &path, auth).no_auth().body(body);
-            if matches!(auth, Auth::Admin) {
+            if matches!(auth, Auth::Admin | Auth::Provider) {
                 c = c.header("authorization", "Bearer wrong");
             }
             c.send().assert_error(401, "unauthorized");
@@ -443,7 +458,6 @@ fn unknown_routes_are_not_found() {
         "/v1/%ff%fe",
         "/v1/OTP/REQUEST",
         "/v2/otp/request",
-        "/v1/messages",
         "/v1/messages/",
         "/admin",
         "/admin/v1",

@@ -174,6 +174,11 @@ impl ReportType {
         }
     }
 
+    /// Whether a report for `status` is the last one (`is_final`): delivered and failed.
+    pub fn is_final_report(status: MessageStatus) -> bool {
+        matches!(status, MessageStatus::Delivered | MessageStatus::Failed)
+    }
+
     /// Whether a report goes out for `status`.
     pub fn wants(self, status: MessageStatus) -> bool {
         match self {

@@ -23,7 +23,7 @@ use crate::config::Durability;
 use crate::delivery::{Delivery, DeliveryKind, Dispatcher, Outbox};
 use crate::error::Error;
 use crate::events::{Event, ServiceType};
-use crate::message::{status_applies, MessageRecord, MessageStatus};
+use crate::message::{status_applies, MessageRecord, MessageStatus, ReportType};
 use crate::registry::Registry;
 use crate::storage::{load_message_any, Change, Snapshot, Ticket};
 use crate::webhooks::WebhookDirectory;
@@ -181,7 +181,7 @@ fn status_events(webhooks: &WebhookDirectory, rec: &MessageRecord, now: DateTime
         .as_ref()
         .filter(|t| t.report_type.wants(rec.status))
     {
-        let is_final = matches!(rec.status, MessageStatus::Delivered | MessageStatus::Failed);
+        let is_final = ReportType::is_final_report(rec.status);
         let mut body = Map::new();
         body.insert("message_id".into(), json!(rec.message_id));
         body.insert(

@@ -184,7 +184,7 @@ impl WebhookDirectory {
             .filter(|w| w.app_id == app_id)
             .map(|w| w.clone())
             .collect();
-        v.sort_by_key(|w| w.created_at);
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         v
     }
 }

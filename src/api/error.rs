@@ -46,6 +46,9 @@ pub enum ApiError {
     /// Missing or wrong admin bearer token (401 `unauthorized`).
     #[error("missing or invalid admin token")]
     AdminUnauthorized,
+    /// Missing or wrong provider status token on `/v1/providers/status` (401 `unauthorized`).
+    #[error("missing or invalid provider status token")]
+    ProviderUnauthorized,
     /// A verify that found the flake but refused the code (422, SPEC section 4's
     /// table): the envelope carries `data` so the client sees the flake's state.
     #[error("{message}")]
@@ -84,7 +87,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::RouteNotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::AdminUnauthorized => "unauthorized",
+            ApiError::AdminUnauthorized | ApiError::ProviderUnauthorized => "unauthorized",
             ApiError::CodeRefused { code, .. } => code,
             ApiError::NotReady | ApiError::Internal(_) => "unavailable",
         }
@@ -99,7 +102,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::AdminUnauthorized | ApiError::ProviderUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::CodeRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady | ApiError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -192,7 +197,7 @@ impl ResponseError for ApiError {
             | ApiError::Internal(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
-            ApiError::AdminUnauthorized => {
+            ApiError::AdminUnauthorized | ApiError::ProviderUnauthorized => {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }

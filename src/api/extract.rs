@@ -88,20 +88,24 @@ fn admin_auth(req: &HttpRequest) -> Result<AdminAuth, ApiError> {
             path: req.path().to_string(),
         });
     };
-    let presented = req
-        .headers()
+    if bearer_matches(req, &expected) {
+        Ok(AdminAuth)
+    } else {
+        Err(ApiError::AdminUnauthorized)
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` whose digest is
+/// `expected`, compared in constant time (admin API, provider status reports).
+pub fn bearer_matches(req: &HttpRequest, expected: &[u8; 32]) -> bool {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .ok_or(ApiError::AdminUnauthorized)?;
-    if digests_equal(&token_digest(presented), &expected) {
-        Ok(AdminAuth)
-    } else {
-        Err(ApiError::AdminUnauthorized)
-    }
+        .is_some_and(|presented| digests_equal(&token_digest(presented), expected))
 }
 
 /// SHA-256 of a token: what the admin token is compared as, so the comparison

@@ -223,7 +223,8 @@ impl Runtime {
         Ok(self.inner.webhooks.insert(w))
     }
 
-    /// Deletes a webhook; its pending deliveries end `failed`.
+    /// Deletes a webhook. Its pending deliveries end `failed` ("the webhook was
+    /// deleted") at their next attempt; none is sent after the delete.
     pub async fn delete_webhook(&self, app: &App, id: &str) -> Result<(), Error> {
         self.check_open()?;
         let w = self.webhook(app, id)?;
@@ -360,9 +361,16 @@ impl Runtime {
     /// One delivery of the app with payload and attempt log.
     pub async fn delivery(&self, app: &App, delivery_id: &str) -> Result<DeliveryDetail, Error> {
         let (d, attempts) = self.load_delivery(app, delivery_id).await?;
+        // A webhook delivery goes to the webhook's URL at attempt time.
+        let url = d
+            .webhook_id
+            .as_deref()
+            .and_then(|id| self.inner.webhooks.get(id))
+            .map(|w| w.url.clone())
+            .unwrap_or_else(|| d.url.clone());
         Ok(DeliveryDetail {
             view: d.view(),
-            url: d.url.clone(),
+            url,
             payload: d.event.body.to_string(),
             attempt_log: attempts,
         })
