@@ -319,7 +319,7 @@ pub(crate) struct DeliveryContext {
     pub(crate) schedule: RetrySchedule,
     pub(crate) webhooks: Arc<WebhookDirectory>,
     /// Deliveries finished (succeeded, failed) since start, for metrics.
-        pub(crate) succeeded: AtomicUsize,
+    pub(crate) succeeded: AtomicUsize,
     pub(crate) failed: AtomicUsize,
     /// Deliveries handed to actors and not yet final (queued, in flight, or waiting to retry).
     pub(crate) pending: AtomicUsize,
@@ -347,7 +347,7 @@ impl DeliveryContext {
             schedule: RetrySchedule::from_secs(&config.retry_schedule_secs),
             config,
             webhooks,
-                        succeeded: AtomicUsize::new(0),
+            succeeded: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
         })
@@ -394,7 +394,7 @@ impl Dispatcher {
         };
         self.registry.with_actor(&key, spawn, |addr, busy| {
             // Counted under the entry lock: the reaper keeps a busy actor.
-                        busy.fetch_add(1, Ordering::AcqRel);
+            busy.fetch_add(1, Ordering::AcqRel);
             self.cx.pending.fetch_add(1, Ordering::Relaxed);
             addr.do_send(Enqueue(Box::new(delivery)));
         });
@@ -537,7 +537,7 @@ impl DeliveryActor {
             d.status = DeliveryStatus::Succeeded;
             d.next_attempt_at = None;
             self.health.consecutive_failures.store(0, Ordering::Release);
-                        self.cx.succeeded.fetch_add(1, Ordering::Relaxed);
+            self.cx.succeeded.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("otpd_deliveries_total", "kind" => d.kind.as_str(), "outcome" => "succeeded").increment(1);
         } else {
             let gone = outcome.status_code == Some(410);
@@ -554,7 +554,7 @@ impl DeliveryActor {
                 _ => {
                     d.status = DeliveryStatus::Failed;
                     d.next_attempt_at = None;
-                                        self.cx.failed.fetch_add(1, Ordering::Relaxed);
+                    self.cx.failed.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("otpd_deliveries_total", "kind" => d.kind.as_str(), "outcome" => "failed").increment(1);
                     let failures = self
                         .health
@@ -592,7 +592,7 @@ impl DeliveryActor {
                 );
             }
             None => {
-                                self.busy.fetch_sub(1, Ordering::AcqRel);
+                self.busy.fetch_sub(1, Ordering::AcqRel);
                 self.cx.pending.fetch_sub(1, Ordering::Relaxed);
             }
         }

@@ -132,7 +132,7 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         self.map.get(key).map(|s| s.addr.clone())
     }
 
-        /// Whether an actor is registered for `key`.
+    /// Whether an actor is registered for `key`.
     pub(crate) fn contains(&self, key: &K) -> bool {
         self.map.contains_key(key)
     }

@@ -16,6 +16,7 @@
 //! | `admin.rs` | `/admin/v1/apps…` |
 //! | `health.rs` | `/healthz`, `/readyz` |
 //! | `metrics.rs` | `/metrics` (Prometheus text) and the recorder it reads |
+//! | `openapi.rs` | `/openapi.json`: the OpenAPI 3 document of every route |
 //! | `request_log.rs` | one debug log line per request, client IP via trusted proxies |
 //!
 //! Unknown routes answer a 404 `not_found` envelope and wrong methods a 405
@@ -30,6 +31,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 
 pub mod messages;
 pub mod otp;
@@ -148,6 +150,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
             .route(web::get().to(health::healthz)),
     );
     cfg.service(resource("/metrics").route(web::get().to(metrics::render)));
+    cfg.service(resource("/openapi.json").route(web::get().to(openapi::serve)));
     cfg.service(
         resource("/readyz")
             .wrap(log)

@@ -417,7 +417,7 @@ impl Runtime {
         ))
     }
 
-        /// The actor key for `phone`. Input that is already canonical and names a live
+    /// The actor key for `phone`. Input that is already canonical and names a live
     /// actor was validated when that actor was made, so it skips the (relatively
     /// costly) libphonenumber parse; anything else is parsed and validated.
     fn key(&self, app: &App, phone: &str) -> Result<OtpKey, Error> {
@@ -425,13 +425,19 @@ impl Runtime {
             && !phone.starts_with('0')
             && phone.bytes().all(|b| b.is_ascii_digit());
         if canonical {
-            let key = OtpKey { app_id: app.app_id, phone: Phone::from_canonical(phone.to_string()) };
+            let key = OtpKey {
+                app_id: app.app_id,
+                phone: Phone::from_canonical(phone.to_string()),
+            };
             if self.inner.registry.contains(&key) {
                 return Ok(key);
             }
         }
         let phone = Phone::parse(phone).map_err(|e| Error::InvalidPhoneNumber(e.to_string()))?;
-        Ok(OtpKey { app_id: app.app_id, phone })
+        Ok(OtpKey {
+            app_id: app.app_id,
+            phone,
+        })
     }
 
     async fn callback_target(
@@ -499,7 +505,7 @@ impl Runtime {
         }
     }
 
-        async fn issue(&self, app: &Arc<App>, req: SendOtp, kind: IssueKind) -> Result<Issued, Error> {
+    async fn issue(&self, app: &Arc<App>, req: SendOtp, kind: IssueKind) -> Result<Issued, Error> {
         let kind_label = match kind {
             IssueKind::Request => "request",
             IssueKind::Resend => "resend",
@@ -509,11 +515,17 @@ impl Runtime {
             Ok(_) => "issued",
             Err(e) => e.code(),
         };
-        metrics::counter!("otpd_otp_sends_total", "kind" => kind_label, "outcome" => outcome).increment(1);
+        metrics::counter!("otpd_otp_sends_total", "kind" => kind_label, "outcome" => outcome)
+            .increment(1);
         result
     }
 
-    async fn issue_inner(&self, app: &Arc<App>, req: SendOtp, kind: IssueKind) -> Result<Issued, Error> {
+    async fn issue_inner(
+        &self,
+        app: &Arc<App>,
+        req: SendOtp,
+        kind: IssueKind,
+    ) -> Result<Issued, Error> {
         let key = self.key(app, &req.phone_number)?;
         Self::check_country(app, &key)?;
         let minutes = req
@@ -567,7 +579,7 @@ impl Runtime {
     }
 
     /// Compares a code; at most `max_attempts` codes are ever compared per flake.
-        pub async fn verify(&self, app: &Arc<App>, req: VerifyOtp) -> Result<VerifyResult, Error> {
+    pub async fn verify(&self, app: &Arc<App>, req: VerifyOtp) -> Result<VerifyResult, Error> {
         let result = self.verify_inner(app, req).await;
         let outcome = match &result {
             Ok(r) => match r.outcome {
@@ -669,7 +681,7 @@ impl Runtime {
             .is_ok()
     }
 
-        /// Point-in-time figures for `/metrics` (read at scrape time).
+    /// Point-in-time figures for `/metrics` (read at scrape time).
     pub fn gauges(&self) -> RuntimeGauges {
         let stats = self.inner.shared.snapshot.stats();
         let cx = self.inner.dispatcher.context();
