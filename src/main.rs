@@ -5,11 +5,13 @@
 //! what a script reads: the listening line, created keys, JSON output.
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use otpd::config::{Config, ConfigError};
+use otpd::echo::EchoOptions;
 use otpd::server::{self, ServerError};
 use otpd_actors::{storage, NewApp, Runtime};
 
@@ -32,6 +34,27 @@ enum Command {
     },
     /// Load and validate the configuration; print a summary with secrets redacted.
     CheckConfig(ConfigArg),
+    /// A local receiver for callbacks, webhooks and delivery reports: prints each
+    /// request and whether its signatures verify (no configuration, no database).
+    Echo(EchoArgs),
+}
+
+#[derive(Debug, Args)]
+struct EchoArgs {
+    /// Address to listen on; port 0 picks a free port (the real one is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// The callback secret, webhook secret (`whsec_…`) or delivery-report secret to
+    /// verify signatures with; without it signatures are shown but not checked.
+    #[arg(long, value_name = "S")]
+    secret: Option<String>,
+    /// Answer every request with this HTTP status instead of 200 (to watch retries).
+    #[arg(long, value_name = "CODE", default_value_t = 200,
+          value_parser = clap::value_parser!(u16).range(200..=599))]
+    status: u16,
+    /// `delivery.header_prefix` of the sending otpd.
+    #[arg(long, value_name = "PREFIX", default_value = "X-Otpd")]
+    header_prefix: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +98,8 @@ enum CliError {
     Runtime(#[from] otpd_actors::Error),
     #[error("storage: {0}")]
     Storage(#[from] storage::StorageError),
+    #[error("echo: {0}")]
+    Echo(std::io::Error),
 }
 
 impl CliError {
@@ -83,7 +108,7 @@ impl CliError {
             CliError::Config(_) => 2,
             CliError::Server(e) => e.exit_code(),
             CliError::Runtime(otpd_actors::Error::Validation(_)) => 2,
-            CliError::Runtime(_) | CliError::Storage(_) => 1,
+            CliError::Runtime(_) | CliError::Storage(_) | CliError::Echo(_) => 1,
         }
     }
 }
@@ -112,6 +137,16 @@ fn main() -> ExitCode {
         Command::Apps {
             command: AppsCommand::List(arg),
         } => arg.load().and_then(|config| in_system(list_apps(config))),
+        Command::Echo(args) => in_system(async move {
+            otpd::echo::run(EchoOptions {
+                listen: args.listen,
+                secret: args.secret,
+                status: args.status,
+                header_prefix: args.header_prefix,
+            })
+            .await
+            .map_err(CliError::Echo)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,7 @@ use otpd_actors::{
 };
 use serde_json::Value;
 
+pub mod daemon;
 pub mod receiver;
 
 /// The seeded app's public key.
