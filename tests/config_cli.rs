@@ -1,12 +1,13 @@
 //! The command line and configuration, black-box (SPEC section 9): the real `otpd`
 //! binary in a temp working directory. Exit codes: 0 ok, 2 configuration error.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{client, Daemon};
 use serde_json::Value;
 
 fn otpd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -214,76 +215,6 @@ fn apps_create_then_list_shows_the_app_without_secrets() {
     assert!(apps[0].get("api_key").is_none());
 }
 
-/// `otpd serve` in the background; killed when dropped.
-struct Serve {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Serve {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Serve {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_otpd"));
-        cmd.arg("serve")
-            .current_dir(dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn otpd serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Serve { child, lines }
-    }
-
-    /// Stdout lines up to and including `otpd listening on http://…`, and the base URL.
-    fn until_listening(&self) -> (Vec<String>, String) {
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no listening line; stdout so far: {seen:?}"));
-            if let Some(base) = line.strip_prefix("otpd listening on ") {
-                let base = base.trim().to_string();
-                seen.push(line);
-                return (seen, base);
-            }
-            seen.push(line);
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_ready(client: &reqwest::blocking::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn status_code_with_key(
     client: &reqwest::blocking::Client,
     base: &str,
@@ -302,16 +233,13 @@ fn status_code_with_key(
 
 #[test]
 fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
-    let dir = tempfile::tempdir().expect("dir");
-    let env = [("OTPD_SERVER__LISTEN", "127.0.0.1:0")];
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = client();
 
-    let serve = Serve::start(dir.path(), &env);
-    let (stdout, base) = serve.until_listening();
+    let mut serve = Daemon::without_config()
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    serve.start();
+    let (stdout, base) = (serve.stdout_lines(), serve.base().to_string());
     let shown = stdout.join("\n");
     assert!(shown.contains("app_key: dev"), "{shown}");
     assert!(shown.to_lowercase().contains("shown once"), "{shown}");
@@ -321,10 +249,9 @@ fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
         .expect("the dev app's api_key on stdout")
         .to_string();
     assert!(
-        dir.path().join("data/otpd.sqlite3").exists(),
+        serve.dir().join("data/otpd.sqlite3").exists(),
         "default storage.path"
     );
-    wait_ready(&client, &base);
     assert_eq!(status_code_with_key(&client, &base, &api_key, "dev"), 404);
     assert_eq!(
         status_code_with_key(&client, &base, "sk_not_a_real_key_000000", "dev"),
@@ -333,7 +260,7 @@ fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
 
     // An app created by the CLI while the daemon runs authenticates within a second or so.
     let out = otpd(
-        dir.path(),
+        serve.dir(),
         &["apps", "create", "--name", "Later", "--app-key", "later"],
         &[],
     );
@@ -345,12 +272,10 @@ fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
         assert!(Instant::now() < deadline, "the new key never authenticated");
         std::thread::sleep(Duration::from_millis(200));
     }
-    drop(serve);
 
     // The database has apps now: a second start creates no development app.
-    let serve = Serve::start(dir.path(), &env);
-    let (stdout, base) = serve.until_listening();
+    serve.restart();
+    let (stdout, base) = (serve.stdout_lines(), serve.base().to_string());
     assert!(!stdout.iter().any(|l| l.contains("api_key")), "{stdout:?}");
-    wait_ready(&client, &base);
     assert_eq!(status_code_with_key(&client, &base, &api_key, "dev"), 404);
 }
