@@ -58,7 +58,7 @@ impl AppDirectory {
         }
         let due = {
             let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let due = last.map_or(true, |t| t.elapsed() >= REFRESH_EVERY);
+            let due = last.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
             if due {
                 *last = Some(Instant::now());
             }

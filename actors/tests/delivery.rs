@@ -36,13 +36,7 @@ fn check_signed(r: &Received, secret: &str) {
 async fn verify_with_callback_sends_a_signed_flake_verified_with_every_header() {
     let cb = receiver(vec![Reply::Status(200, "{}")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     f.runtime
         .request(&f.app, send_with(PHONE, Some(&cb.url), Some("s3cret")))
         .await
@@ -84,13 +78,7 @@ async fn verify_with_callback_sends_a_signed_flake_verified_with_every_header() 
 async fn the_otp_webhook_gets_created_failed_verified_and_expired_events() {
     let hook = receiver(vec![Reply::Status(204, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     let w = webhook(&f, &hook.url, "otp").await;
     assert!(w.secret.starts_with("whsec_"));
     f.runtime
@@ -401,13 +389,7 @@ async fn manual_retry_and_recover_start_new_series_with_the_same_event() {
 async fn rotated_secret_signs_alone_in_x_otpd_and_beside_the_old_one_in_standard_webhooks() {
     let hook = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     let w = webhook(&f, &hook.url, "otp").await;
     let old = w.secret.clone();
     let new = f
@@ -450,13 +432,7 @@ async fn resend_keeps_the_callback_and_verify_can_override_it_reusing_the_secret
     let first = receiver(vec![Reply::Status(200, "")]).await;
     let second = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     f.runtime
         .request(&f.app, send_with(PHONE, Some(&first.url), Some("one")))
         .await
@@ -490,13 +466,7 @@ async fn resend_keeps_the_callback_and_verify_can_override_it_reusing_the_secret
 async fn max_attempts_sends_flake_failed_to_the_callback() {
     let cb = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     f.runtime
         .request(&f.app, send_with(PHONE, Some(&cb.url), None))
         .await
@@ -570,13 +540,7 @@ async fn refused_callback_urls_change_nothing() {
 #[actix_rt::test]
 async fn webhook_management_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     let w = webhook(&f, "http://127.0.0.1:9/x", "otp").await;
     assert_eq!(w.events.len(), 4);
     assert!(matches!(
@@ -643,13 +607,7 @@ async fn webhook_management_rules() {
 async fn idle_callback_endpoint_actors_leave_the_registry() {
     let cb = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     f.runtime
         .request(&f.app, send_with(PHONE, Some(&cb.url), None))
         .await
@@ -694,13 +652,7 @@ async fn unfinished_deliveries_resume_after_restart_with_the_same_event_id() {
 async fn delivery_list_pages_with_a_cursor_and_filters_by_kind() {
     let hook = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     let w = webhook(&f, &hook.url, "otp").await;
     for _ in 0..5 {
         f.runtime.test_webhook(&f.app, &w.id).await.unwrap();

@@ -36,13 +36,7 @@ fn report(id: uuid::Uuid, status: MessageStatus) -> StatusReport {
 async fn shuffled_duplicated_concurrent_reports_never_regress_and_emit_each_event_once() {
     let hook = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     webhook(&f, &hook.url, "whatsapp").await;
     let provider = f.provider.clone();
     provider.hang.store(true, Ordering::SeqCst); // reports race ahead of the provider's own "sent"
@@ -124,13 +118,7 @@ async fn shuffled_duplicated_concurrent_reports_never_regress_and_emit_each_even
 async fn reports_that_do_not_apply_change_nothing_and_emit_nothing() {
     let hook = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     webhook(&f, &hook.url, "sms").await;
     let m = f
         .runtime
@@ -180,13 +168,7 @@ async fn delivery_reports_follow_their_type_and_carry_the_secret_and_signature()
     let all = receiver(vec![Reply::Status(200, "")]).await;
     let fin = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     let req = |url: &str, t| DeliveryReportRequest {
         webhook_url: url.into(),
         delivery_report_type: Some(t),
@@ -279,13 +261,7 @@ async fn delivery_reports_follow_their_type_and_carry_the_secret_and_signature()
 #[actix_rt::test]
 async fn final_messages_leave_memory_and_a_late_report_rehydrates_them() {
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     let m = f
         .runtime
         .send_message(&f.app, message(Channel::Whatsapp, None))
@@ -327,13 +303,7 @@ async fn final_messages_leave_memory_and_a_late_report_rehydrates_them() {
 async fn an_otp_message_has_the_same_lifecycle_and_events() {
     let hook = receiver(vec![Reply::Status(200, "")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     webhook(&f, &hook.url, "sms").await;
     let issued = f
         .runtime
@@ -410,13 +380,7 @@ async fn queued_messages_are_sent_after_a_restart() {
 #[actix_rt::test]
 async fn bad_messages_are_refused_before_anything_is_queued() {
     let dir = tempfile::tempdir().unwrap();
-    let f = start(
-        loopback_config(dir.path()),
-        start_clock(),
-        Arc::default(),
-        settings(),
-    )
-    .await;
+    let f = start_loopback(dir.path()).await;
     let long = SendMessage {
         text: "x".repeat(1601),
         ..message(Channel::Sms, None)

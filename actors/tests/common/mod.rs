@@ -301,6 +301,18 @@ pub fn loopback_config(dir: &std::path::Path) -> RuntimeConfig {
     c
 }
 
+/// A runtime on a fresh database in `dir`, whose deliveries may reach loopback
+/// receivers, with a manual clock, a capturing provider and the test settings.
+pub async fn start_loopback(dir: &std::path::Path) -> Fixture {
+    start(
+        loopback_config(dir),
+        start_clock(),
+        Arc::default(),
+        settings(),
+    )
+    .await
+}
+
 /// Map of phone → code from a provider, for convenience.
 pub fn codes(provider: &CapturingProvider) -> HashMap<String, String> {
     provider
