@@ -22,6 +22,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use otpd_actors::runtime::{DeliveryQuery, NewWebhook, WebhookPatch};
 use otpd_actors::webhooks::Webhook;
+use otpd_actors::App;
 use otpd_actors::Error;
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,35 @@ struct DeliveriesQuery {
     status: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+}
+
+impl DeliveriesQuery {
+    /// The runtime query: one webhook's deliveries (any `kind` is ignored there),
+    /// or all of the app's.
+    fn into_query(self, webhook_id: Option<String>) -> DeliveryQuery {
+        let kind = if webhook_id.is_some() {
+            None
+        } else {
+            self.kind
+        };
+        DeliveryQuery {
+            webhook_id,
+            kind,
+            status: self.status,
+            cursor: self.cursor,
+            limit: self.limit,
+        }
+    }
+}
+
+/// One page of the delivery log as the envelope.
+async fn deliveries_page(
+    state: &ApiState,
+    app: &App,
+    q: DeliveryQuery,
+) -> Result<HttpResponse, ApiError> {
+    let page = state.runtime.deliveries(app, q).await?;
+    Ok(Reply::ok(&page)?.into_response())
 }
 
 /// A webhook with its secret: the answer of `POST /v1/webhooks`.
@@ -281,20 +311,7 @@ pub async fn webhook_deliveries(
 ) -> Result<HttpResponse, ApiError> {
     let q: DeliveriesQuery = query(&req)?;
     let webhook = state.runtime.webhook(&auth.0, segment(&req, "id")?)?;
-    let page = state
-        .runtime
-        .deliveries(
-            &auth.0,
-            DeliveryQuery {
-                webhook_id: Some(webhook.id.clone()),
-                kind: None,
-                status: q.status,
-                cursor: q.cursor,
-                limit: q.limit,
-            },
-        )
-        .await?;
-    Ok(Reply::ok(&page)?.into_response())
+    deliveries_page(&state, &auth.0, q.into_query(Some(webhook.id.clone()))).await
 }
 
 /// `GET /v1/webhooks/{id}/stats`.
@@ -317,20 +334,7 @@ pub async fn deliveries(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q: DeliveriesQuery = query(&req)?;
-    let page = state
-        .runtime
-        .deliveries(
-            &auth.0,
-            DeliveryQuery {
-                webhook_id: None,
-                kind: q.kind,
-                status: q.status,
-                cursor: q.cursor,
-                limit: q.limit,
-            },
-        )
-        .await?;
-    Ok(Reply::ok(&page)?.into_response())
+    deliveries_page(&state, &auth.0, q.into_query(None)).await
 }
 
 /// `GET /v1/webhooks/deliveries/{delivery_id}` → the item with `url`, `payload` and
