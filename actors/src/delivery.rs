@@ -266,6 +266,20 @@ pub enum EndpointKey {
     Url(String),
 }
 
+impl EndpointKey {
+    /// A loggable name: the webhook id, or only scheme and host of a URL (a callback
+    /// URL may carry a token in its path or query).
+    pub fn redacted(&self) -> String {
+        match self {
+            EndpointKey::Webhook(id) => id.clone(),
+            EndpointKey::Url(raw) => match url::Url::parse(raw) {
+                Ok(u) => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")),
+                Err(_) => "<unparsable url>".into(),
+            },
+        }
+    }
+}
+
 /// The delays between attempts of one series (`delivery.retry_schedule_secs`).
 #[derive(Debug, Clone)]
 pub struct RetrySchedule(Vec<Duration>);
@@ -569,7 +583,7 @@ impl DeliveryActor {
                             .paused_until_ms
                             .store(to_millis(until), Ordering::Release);
                         self.health.consecutive_failures.store(0, Ordering::Release);
-                        tracing::warn!(endpoint = ?self.key, until = %rfc3339(until), "endpoint paused after consecutive failed deliveries");
+                        tracing::warn!(endpoint = %self.key.redacted(), until = %rfc3339(until), "endpoint paused after consecutive failed deliveries");
                     }
                 }
             }
