@@ -1,9 +1,30 @@
 //! The snapshot writer: the one SQLite connection, on its own thread, with group commit.
 //!
 //! Every state change in otpd is a [`Change`] sent here. The writer takes everything
-//! queued, applies it in one transaction (each write in its own savepoint, so one bad
-//! write fails alone), commits once, and only then answers each sender. That is how
-//! "acknowledge after commit" stays fast: many callers share one fsync.
+//! queued, applies it in one transaction, commits once, and only then answers each
+//! sender. That is how "acknowledge after commit" stays fast: many callers share one
+//! fsync.
+//!
+//! One bad write fails alone in its batch. Writes that can break a constraint
+//! ([`Change::App`], [`Change::ApiKey`], [`Change::Webhook`], [`Change::Outbox`]) run
+//! in their own savepoint. The others are upserts and updates that cannot conflict,
+//! so they run without one; instead each run of writes between two reads shares one
+//! *segment* savepoint. If a write without its own savepoint still fails (disk full,
+//! I/O error), the segment is rolled back and replayed one write at a time, each in
+//! its own savepoint, so the failure stays with the write that caused it. Reads close
+//! the segment first, so a read never observes a write that might be undone later.
+//!
+//! Checkpoints are off the writer's path: the writer runs with
+//! `wal_autocheckpoint = 0`, and a checkpointer thread with its own connection runs
+//! `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`]. A passive checkpoint never
+//! blocks the writer, but under sustained load the WAL cannot restart while frames
+//! keep arriving, so when it passes [`WAL_RESTART_FRAMES`] the writer itself runs a
+//! passive checkpoint between two batches (most frames are already copied by then,
+//! so it is short) and the WAL starts over at its next commit.
+//!
+//! With `durability = "async"` the callers are answered before the commit; a
+//! semaphore of [`ASYNC_IN_FLIGHT`] permits (held from the write until its commit)
+//! makes them wait, without blocking a thread, when the writer falls behind.
 //!
 //! It is a plain thread rather than an actix actor because group commit needs to
 //! drain the whole queue at once, and an actix `SyncArbiter` hands over one message
@@ -11,7 +32,7 @@
 //! go through the same queue, so they are ordered after the writes before them.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -19,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::app::{App, AppSettings};
@@ -140,7 +161,38 @@ pub struct SnapshotStats {
     pub commit_micros: AtomicU64,
     /// Failed commits.
     pub failures: AtomicU64,
+    /// Segments replayed one write at a time after a write without a savepoint failed.
+    pub replays: AtomicU64,
+    /// Background passive checkpoints run.
+    pub checkpoints: AtomicU64,
+    /// Total time of those checkpoints in microseconds (off the writer's path).
+    pub checkpoint_micros: AtomicU64,
+    /// Checkpoints by the writer itself because the WAL grew too long (each lets the
+    /// WAL start over at the next commit).
+    pub wal_restarts: AtomicU64,
 }
+
+/// How often the checkpointer thread runs `wal_checkpoint(PASSIVE)`.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL length (frames, i.e. pages) after which the writer restarts the WAL itself
+/// between two batches: 16,384 frames ≈ 64 MiB with 4 KiB pages.
+pub const WAL_RESTART_FRAMES: u64 = 16_384;
+
+/// `journal_size_limit`: the WAL file is truncated to this after a restart.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Page cache of the writer connection, in KiB: 8 MiB (SQLite's default is 2 MiB).
+/// A fixed cost, but it shows in the RSS-per-flake figure, so it stays modest.
+const WRITER_CACHE_KIB: i64 = 8_192;
+
+/// With `durability = "async"`: the most acknowledged changes not yet committed.
+/// Callers past this wait (asynchronously) for a commit to free a permit.
+pub const ASYNC_IN_FLIGHT: usize = 8_192;
+
+/// With `durability = "async"`: the largest batch one commit takes (bigger batches
+/// cost more per op, and delay every caller's commit in the batch).
+pub const ASYNC_MAX_BATCH: usize = 1_024;
 
 type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
 type Reply = oneshot::Sender<Result<(), StorageError>>;
@@ -162,15 +214,21 @@ enum Op {
 pub struct Snapshot {
     tx: mpsc::Sender<Op>,
     stats: Arc<SnapshotStats>,
+    /// Async-mode backpressure: one permit per acknowledged, uncommitted change.
+    in_flight: Arc<Semaphore>,
 }
 
 /// A pending commit: resolves once the change is durable (or failed).
-pub struct Ticket(Option<oneshot::Receiver<Result<(), StorageError>>>);
+pub struct Ticket {
+    rx: Option<oneshot::Receiver<Result<(), StorageError>>>,
+    /// The snapshot's async backpressure (absent for a ticket that needed no write).
+    in_flight: Option<Arc<Semaphore>>,
+}
 
 impl Ticket {
     /// Waits for the commit.
     pub async fn committed(self) -> Result<(), StorageError> {
-        match self.0 {
+        match self.rx {
             Some(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
             None => Ok(()),
         }
@@ -178,7 +236,19 @@ impl Ticket {
 
     /// A ticket for a change that needed no write.
     pub fn done() -> Ticket {
-        Ticket(None)
+        Ticket {
+            rx: None,
+            in_flight: None,
+        }
+    }
+
+    /// A permit for an async acknowledgement, waiting (without blocking the thread)
+    /// while [`ASYNC_IN_FLIGHT`] changes are acknowledged but not yet committed.
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        match (&self.rx, &self.in_flight) {
+            (Some(_), Some(sem)) => sem.clone().acquire_owned().await.ok(),
+            _ => None,
+        }
     }
 }
 
@@ -206,7 +276,11 @@ impl Ticket {
                 }
             },
             Durability::Async => {
+                // Backpressure: held until the commit lands, so callers cannot
+                // outrun the writer by more than ASYNC_IN_FLIGHT changes.
+                let permit = self.permit().await;
                 actix_rt::spawn(async move {
+                    let _permit = permit;
                     match self.committed().await {
                         Ok(()) => on_commit(),
                         Err(e) => {
@@ -291,34 +365,60 @@ PRAGMA user_version = 3;
 
 impl Snapshot {
     /// Opens (creating if needed) the database and starts the writer thread.
+    ///
+    /// Also starts the checkpointer thread (its own connection), which the writer
+    /// stops and joins when it stops.
     pub fn open(config: &StorageConfig) -> Result<(Snapshot, JoinHandle<()>), StorageError> {
         let conn = open_connection(&config.path, config.synchronous)?;
+        tune_writer(&conn)?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(SnapshotStats::default());
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        let checkpointer = Checkpointer::start(&config.path, stats.clone(), wal_frames.clone())?;
+        let max_batch = match config.durability {
+            Durability::Commit => config.max_batch,
+            Durability::Async => config.max_batch.min(ASYNC_MAX_BATCH),
+        };
         let writer = Writer {
             conn,
             rx,
             stats: stats.clone(),
             durability: config.durability,
             flush_interval: Duration::from_millis(config.flush_interval_ms),
-            max_batch: config.max_batch,
+            max_batch,
+            wal_frames,
+            checkpointer: Some(checkpointer),
+            segment: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("otpd-snapshot".into())
             .spawn(move || writer.run())
             .map_err(|e| StorageError::Io(e.to_string()))?;
-        Ok((Snapshot { tx, stats }, handle))
+        Ok((
+            Snapshot {
+                tx,
+                stats,
+                in_flight: Arc::new(Semaphore::new(ASYNC_IN_FLIGHT)),
+            },
+            handle,
+        ))
     }
 
     /// Queues changes for the next group commit; the ticket resolves after it.
+    /// Never blocks: this runs inside actor handlers on the runtime's arbiters.
     pub fn write(&self, changes: Vec<Change>) -> Ticket {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Write(changes, Some(tx))).is_err() {
+        let rx = if self.tx.send(Op::Write(changes, Some(tx))).is_err() {
             let (tx, rx) = oneshot::channel();
             let _ = tx.send(Err(StorageError::Closed));
-            return Ticket(Some(rx));
+            rx
+        } else {
+            rx
+        };
+        Ticket {
+            rx: Some(rx),
+            in_flight: Some(self.in_flight.clone()),
         }
-        Ticket(Some(rx))
     }
 
     /// Runs `f` on the writer's connection, after every write queued before it.
@@ -382,6 +482,73 @@ fn migrate(conn: &Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Writer-only pragmas: a large page cache, temp tables in memory, no automatic
+/// checkpoint (the checkpointer thread does it), a bounded WAL file, and room in the
+/// statement cache for every statement the writer and the loaders use.
+fn tune_writer(conn: &Connection) -> Result<(), StorageError> {
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    conn.query_row("PRAGMA wal_autocheckpoint = 0", [], |_| Ok(()))
+        .optional()?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(())
+}
+
+/// The checkpointer thread: `wal_checkpoint(PASSIVE)` from its own connection every
+/// [`CHECKPOINT_EVERY`], so copying WAL frames into the database and the fsync that
+/// follows run beside the writer instead of inside its commits.
+struct Checkpointer {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(
+        path: &Path,
+        stats: Arc<SnapshotStats>,
+        wal_frames: Arc<AtomicU64>,
+    ) -> Result<Checkpointer, StorageError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let path: PathBuf = path.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("otpd-checkpoint".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let started = Instant::now();
+                // (busy, frames in the WAL, frames copied into the database)
+                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+                match result {
+                    Ok((_, log, _)) => {
+                        wal_frames.store(log.max(0) as u64, Ordering::Relaxed);
+                        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                        stats.checkpoint_micros.fetch_add(
+                            started.elapsed().as_micros() as u64,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, db = %path.display(), "background checkpoint failed")
+                    }
+                }
+            })
+            .map_err(|e| StorageError::Io(e.to_string()))?;
+        Ok(Checkpointer { stop, handle })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.join();
+    }
+}
+
 struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Op>,
@@ -389,13 +556,48 @@ struct Writer {
     durability: Durability,
     flush_interval: Duration,
     max_batch: usize,
+    /// WAL length at the checkpointer's last pass.
+    wal_frames: Arc<AtomicU64>,
+    checkpointer: Option<Checkpointer>,
+    /// Writes of the open segment (kept until the segment is released, to replay them).
+    segment: Vec<(Vec<Change>, Option<Reply>)>,
+}
+
+/// Whether a change can break a constraint, and so needs its own savepoint.
+fn may_conflict(change: &Change) -> bool {
+    matches!(
+        change,
+        Change::App(_) | Change::ApiKey { .. } | Change::Webhook(_) | Change::Outbox(..)
+    )
+}
+
+/// Runs one cached statement with no parameters (savepoint control).
+fn exec(conn: &Connection, sql: &str) -> Result<(), StorageError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Applies `changes` inside their own savepoint `w`: all or nothing.
+fn apply_in_savepoint(conn: &Connection, changes: &[Change]) -> Result<(), StorageError> {
+    exec(conn, "SAVEPOINT w")?;
+    match changes.iter().try_for_each(|c| apply(conn, c)) {
+        Ok(()) => exec(conn, "RELEASE w"),
+        Err(e) => {
+            exec(conn, "ROLLBACK TO w")?;
+            exec(conn, "RELEASE w")?;
+            Err(e)
+        }
+    }
 }
 
 impl Writer {
     fn run(mut self) {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
         loop {
-            let Ok(first) = self.rx.recv() else { return };
+            let Ok(first) = self.rx.recv() else {
+                self.stop_checkpointer();
+                return;
+            };
             batch.push(first);
             match self.durability {
                 // Callers wait for the commit: take what is already queued, no more.
@@ -420,35 +622,102 @@ impl Writer {
                 }
             }
             if self.process(&mut batch) {
+                self.stop_checkpointer();
+                let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
                 return;
             }
+            self.bound_wal();
+        }
+    }
+
+    fn stop_checkpointer(&mut self) {
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
+    }
+
+    /// Under sustained load a passive checkpoint never finds the WAL fully copied
+    /// between two commits, so SQLite never restarts it and it would only grow. Past
+    /// `WAL_RESTART_FRAMES` the writer copies the few frames the checkpointer has not
+    /// (a passive checkpoint of its own, between two batches); its next transaction
+    /// then starts the WAL over. If the checkpointer is mid-pass the attempt returns
+    /// busy at once (a passive checkpoint never waits) and is retried after the next
+    /// batch, so the writer never stalls on the checkpointer.
+    fn bound_wal(&mut self) {
+        if self.wal_frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
+            return;
+        }
+        let started = Instant::now();
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        match result {
+            Ok((0, log, done)) if log == done => {
+                self.wal_frames.store(0, Ordering::Relaxed);
+                self.stats.wal_restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    frames = log,
+                    micros = started.elapsed().as_micros() as u64,
+                    "WAL fully checkpointed by the writer; it restarts with the next commit"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint by the writer failed"),
         }
     }
 
     /// Applies one batch; returns true when a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Op>) -> bool {
         let started = Instant::now();
-        let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::new();
+        let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::with_capacity(batch.len());
         let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
         let count = batch.len() as u64;
         let outcome = (|| -> Result<(), StorageError> {
-            let mut tx = self.conn.transaction()?;
+            exec(&self.conn, "BEGIN")?;
             for op in batch.drain(..) {
                 match op {
                     Op::Write(changes, reply) => {
-                        let result = apply_in_savepoint(&mut tx, &changes);
-                        if let Err(e) = &result {
-                            tracing::warn!(error = %e, "storage write refused");
-                        }
-                        if let Some(reply) = reply {
-                            replies.push((reply, result));
+                        if changes.iter().any(may_conflict) {
+                            self.open_segment()?;
+                            match apply_in_savepoint(&self.conn, &changes) {
+                                // Kept in the segment: a later failure replays it too.
+                                Ok(()) => self.segment.push((changes, reply)),
+                                Err(e) => {
+                                    if self.conn.is_autocommit() {
+                                        // SQLite rolled the whole transaction back.
+                                        return Err(e);
+                                    }
+                                    tracing::warn!(error = %e, "storage write refused");
+                                    if let Some(reply) = reply {
+                                        replies.push((reply, Err(e)));
+                                    }
+                                }
+                            }
+                        } else {
+                            self.open_segment()?;
+                            let result = changes.iter().try_for_each(|c| apply(&self.conn, c));
+                            self.segment.push((changes, reply));
+                            if let Err(e) = result {
+                                self.replay_segment(&mut replies, e)?;
+                            }
                         }
                     }
-                    Op::Read(f) => f(&tx),
+                    Op::Read(f) => {
+                        // The read may observe every write before it: release them first.
+                        self.release_segment(&mut replies)?;
+                        f(&self.conn)
+                    }
                     Op::Shutdown(done) => shutdown.push(done),
                 }
             }
-            tx.commit()?;
+            self.release_segment(&mut replies)?;
+            exec(&self.conn, "COMMIT")?;
             Ok(())
         })();
         let micros = started.elapsed().as_micros() as u64;
@@ -458,6 +727,12 @@ impl Writer {
         self.stats
             .commit_micros
             .fetch_add(micros, Ordering::Relaxed);
+        // Writes of a segment that was never released (the batch failed midway).
+        for (_, reply) in self.segment.drain(..) {
+            if let Some(reply) = reply {
+                replies.push((reply, Err(StorageError::Closed)));
+            }
+        }
         match outcome {
             Ok(()) => {
                 for (reply, result) in replies {
@@ -467,6 +742,9 @@ impl Writer {
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "group commit failed");
+                if !self.conn.is_autocommit() {
+                    let _ = exec(&self.conn, "ROLLBACK");
+                }
                 for (reply, _) in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
@@ -476,23 +754,68 @@ impl Writer {
         for done in shutdown {
             let _ = done.send(());
         }
-        if stop {
-            let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
-        }
         stop
     }
-}
 
-fn apply_in_savepoint(
-    tx: &mut rusqlite::Transaction<'_>,
-    changes: &[Change],
-) -> Result<(), StorageError> {
-    let sp = tx.savepoint()?;
-    for change in changes {
-        apply(&sp, change)?;
+    /// Opens the segment savepoint `seg` unless one is open.
+    fn open_segment(&mut self) -> Result<(), StorageError> {
+        if self.segment.is_empty() {
+            exec(&self.conn, "SAVEPOINT seg")?;
+        }
+        Ok(())
     }
-    sp.commit()?;
-    Ok(())
+
+    /// Folds the open segment into the transaction; its writers' replies become final.
+    fn release_segment(
+        &mut self,
+        replies: &mut Vec<(Reply, Result<(), StorageError>)>,
+    ) -> Result<(), StorageError> {
+        if self.segment.is_empty() {
+            return Ok(());
+        }
+        exec(&self.conn, "RELEASE seg")?;
+        for (_, reply) in self.segment.drain(..) {
+            if let Some(reply) = reply {
+                replies.push((reply, Ok(())));
+            }
+        }
+        Ok(())
+    }
+
+    /// A write without its own savepoint failed (`cause`), possibly after some of its
+    /// statements ran. Rolls the segment back and replays it one write at a time, each
+    /// in its own savepoint, so only the writes that fail again are refused. If SQLite
+    /// already rolled the whole transaction back, the error fails the batch.
+    fn replay_segment(
+        &mut self,
+        replies: &mut Vec<(Reply, Result<(), StorageError>)>,
+        cause: StorageError,
+    ) -> Result<(), StorageError> {
+        self.stats.replays.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %cause, writes = self.segment.len(), "a storage write failed; replaying its segment one write at a time");
+        if self.conn.is_autocommit() {
+            return Err(cause);
+        }
+        exec(&self.conn, "ROLLBACK TO seg")?;
+        exec(&self.conn, "RELEASE seg")?;
+        for (changes, reply) in std::mem::take(&mut self.segment) {
+            let result = apply_in_savepoint(&self.conn, &changes);
+            if self.conn.is_autocommit() {
+                // The transaction is gone: nothing in this batch can commit.
+                if let Some(reply) = reply {
+                    replies.push((reply, Err(cause.clone())));
+                }
+                return Err(result.err().unwrap_or(cause));
+            }
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "storage write refused");
+            }
+            if let Some(reply) = reply {
+                replies.push((reply, result));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn uuid_text(id: &Uuid) -> String {
@@ -514,10 +837,17 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
                 .join(",");
             let f = rec.flake.as_ref();
             let mut stmt = conn.prepare_cached(
-                "INSERT OR REPLACE INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
+                "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
                  max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
                  expires_at, finished_at, sends, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT(app_id, phone) DO UPDATE SET flake_id = excluded.flake_id,
+                 code_hash = excluded.code_hash, status = excluded.status, attempts = excluded.attempts,
+                 max_attempts = excluded.max_attempts, delivery_method = excluded.delivery_method,
+                 message_id = excluded.message_id, callback_url = excluded.callback_url,
+                 callback_secret = excluded.callback_secret, created_at = excluded.created_at,
+                 expires_at = excluded.expires_at, finished_at = excluded.finished_at,
+                 sends = excluded.sends, updated_at = excluded.updated_at",
             )?;
             stmt.execute(params![
                 uuid_text(&rec.key.app_id),
@@ -1459,6 +1789,51 @@ mod tests {
         assert!(c.committed().await.is_ok());
         let apps = snap.read(load_apps).await.unwrap();
         assert_eq!(apps.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_without_savepoint_fails_alone_after_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        // A temporary trigger makes one otp_state upsert fail mid-batch.
+        snap.read(|c| {
+            c.execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON otp_state
+                 WHEN NEW.phone = '255700000002' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let rec = |phone: &str| {
+            OtpRecord::new(OtpKey {
+                app_id: Uuid::nil(),
+                phone: Phone::from_canonical(phone.into()),
+            })
+        };
+        let (good1, bad, good2) = (
+            rec("255700000001"),
+            rec("255700000002"),
+            rec("255700000003"),
+        );
+        let a = snap.write(vec![Change::Otp(good1.clone())]);
+        let b = snap.write(vec![Change::Otp(good2.clone()), Change::Otp(bad.clone())]);
+        let c = snap.write(vec![Change::Otp(good2.clone())]);
+        let k = good1.key.clone();
+        let read = snap.read(move |c| load_otp(c, &k));
+        assert!(a.committed().await.is_ok());
+        assert!(b.committed().await.is_err());
+        assert!(c.committed().await.is_ok());
+        assert_eq!(read.await.unwrap(), good1);
+        let count: i64 = snap
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM otp_state", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(
+            count, 2,
+            "good1 and good2 only; b's first statement was undone"
+        );
+        assert!(snap.stats().replays.load(Ordering::Relaxed) >= 1);
     }
 
     #[tokio::test]
