@@ -30,8 +30,19 @@ pub(crate) struct MessageSender {
 
 impl MessageSender {
     /// Starts sending `pending` (its queued record must already be committed).
+    ///
+    /// Called from an actix thread (an API worker, an arbiter, the harness's
+    /// drivers), the send runs as a local task on that thread: no hand-over through
+    /// another arbiter's queue and no cross-thread wake-up per message. The send is
+    /// a short async task (the provider call is I/O, its retries are timers), so it
+    /// does not hold the thread. From any other thread it goes round-robin to the
+    /// runtime's arbiters, as before.
     pub(crate) fn dispatch(self: &Arc<Self>, pending: PendingSend) {
         let this = self.clone();
+        if actix::Arbiter::try_current().is_some() {
+            actix_rt::spawn(async move { this.run(pending).await });
+            return;
+        }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
         self.arbiters[i].spawn(async move { this.run(pending).await });
     }
