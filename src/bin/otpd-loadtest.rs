@@ -31,6 +31,29 @@
 //! and it is per app: above ~16,000 cycles/s sustained for a minute, use `--apps`.
 //! Phone `i` belongs to app `i % apps`.
 //!
+//! **Delivery mode** (`--deliveries N --endpoints E`). Measures signed deliveries
+//! from the runtime to a local receiver: a minimal HTTP/1.1 server on
+//! `127.0.0.1:<ephemeral>` inside this process, on its own thread (a current-thread
+//! tokio runtime), which answers every request `200` with keep-alive and records
+//! when each one arrived. Only loopback traffic; the run is bounded by N, by
+//! `--duration-secs` for starting work, and by [`DELIVERY_WAIT`] for the receiver
+//! to see the last delivery. Two drivers (`--delivery-driver`):
+//!
+//! - `callbacks` (default): full cycles whose verify carries `callback_url` (endpoint
+//!   `i % E`, i.e. `http://127.0.0.1:<port>/cb/<i % E>`, each URL its own delivery
+//!   actor) and a `callback_secret`, so each verify emits one signed `flake.verified`
+//!   callback. The receiver matches it to its verify by the `flake_id` in the body:
+//!   **verify→callback delay** = arrival at the receiver − the moment `verify`
+//!   returned (a callback can arrive before the driver sees the return: that counts as 0).
+//! - `webhooks`: E apps with one `otp` webhook each (endpoint e), and the driver calls
+//!   `Runtime::test_webhook` in a loop: one committed outbox row and one signed
+//!   delivery per call, without the OTP cycle's cost. Matched by `X-Otpd-Delivery-Id`.
+//!
+//! Reported: deliveries/s at the receiver (received ÷ time from the start of driving to
+//! the last arrival), deliveries the runtime counted as succeeded / failed, the delay
+//! percentiles, and the storage counters. `--max-in-flight` sets
+//! `delivery.max_in_flight` (concurrent attempts per endpoint, default 16).
+//!
 //! # How to run
 //!
 //! ```text
@@ -38,6 +61,8 @@
 //! target/release/otpd-loadtest --phones 20000 --concurrency 512 --duration-secs 10
 //! target/release/otpd-loadtest --durability async --json
 //! target/release/otpd-loadtest --hold-flakes 100000
+//! target/release/otpd-loadtest --deliveries 50000 --endpoints 1
+//! target/release/otpd-loadtest --deliveries 50000 --endpoints 100 --delivery-driver webhooks
 //! ```
 //!
 //! The database is a fresh file in the system temp directory, deleted afterwards,
@@ -56,6 +81,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use actix::Arbiter;
 use clap::{Parser, ValueEnum};
 use futures::future::BoxFuture;
@@ -64,6 +91,7 @@ use hdrhistogram::Histogram;
 use otpd_actors::config::{Durability, Synchronous};
 use otpd_actors::otp::VerifyOutcome;
 use otpd_actors::phone::Phone;
+use otpd_actors::runtime::NewWebhook;
 use otpd_actors::{
     App, AppSettings, NewApp, OutboundMessage, Provider, ProviderError, ProviderReceipt, Runtime,
     RuntimeConfig, SendOtp, VerifyOtp,
@@ -78,6 +106,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Histogram range: 1 µs to 10 minutes, 3 significant digits.
 const HIST_MAX_MICROS: u64 = 600_000_000;
 
+/// Delivery mode: how long to wait, after driving stops, for the last delivery.
+const DELIVERY_WAIT: Duration = Duration::from_secs(60);
+
 // The driver threads each hold a clone of the runtime handle.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
@@ -88,6 +119,15 @@ const _: () = {
 enum DurabilityArg {
     Commit,
     Async,
+}
+
+/// What produces the deliveries in delivery mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DeliveryDriver {
+    /// Request + verify cycles whose verify carries a callback URL.
+    Callbacks,
+    /// `Runtime::test_webhook` on one webhook per endpoint.
+    Webhooks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,6 +174,18 @@ struct Args {
     /// alive, report live actors and RSS per live flake (no verify).
     #[arg(long)]
     hold_flakes: Option<usize>,
+    /// Delivery mode: produce this many signed deliveries to a local receiver.
+    #[arg(long)]
+    deliveries: Option<u64>,
+    /// Delivery mode: distinct endpoints (URLs, or webhooks with `--delivery-driver webhooks`).
+    #[arg(long, default_value_t = 1)]
+    endpoints: usize,
+    /// Delivery mode: what produces the deliveries.
+    #[arg(long, value_enum, default_value_t = DeliveryDriver::Callbacks)]
+    delivery_driver: DeliveryDriver,
+    /// `delivery.max_in_flight`: concurrent attempts per endpoint.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
@@ -350,6 +402,10 @@ struct StorageCounters {
     ops: u64,
     micros: u64,
     failures: u64,
+    checkpoints: u64,
+    checkpoint_micros: u64,
+    wal_restarts: u64,
+    replays: u64,
 }
 
 impl StorageCounters {
@@ -360,6 +416,10 @@ impl StorageCounters {
             ops: s.ops.load(Ordering::Relaxed),
             micros: s.commit_micros.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            checkpoint_micros: s.checkpoint_micros.load(Ordering::Relaxed),
+            wal_restarts: s.wal_restarts.load(Ordering::Relaxed),
+            replays: s.replays.load(Ordering::Relaxed),
         }
     }
 
@@ -369,6 +429,10 @@ impl StorageCounters {
             ops: self.ops - before.ops,
             micros: self.micros - before.micros,
             failures: self.failures - before.failures,
+            checkpoints: self.checkpoints - before.checkpoints,
+            checkpoint_micros: self.checkpoint_micros - before.checkpoint_micros,
+            wal_restarts: self.wal_restarts - before.wal_restarts,
+            replays: self.replays - before.replays,
         }
     }
 
@@ -388,6 +452,10 @@ impl StorageCounters {
             "avg_commit_us": per(self.micros),
             "writer_busy_pct": (self.micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
             "failures": self.failures,
+            "checkpoints": self.checkpoints,
+            "checkpointer_busy_pct": (self.checkpoint_micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
+            "wal_restarts": self.wal_restarts,
+            "replays": self.replays,
         })
     }
 }
@@ -464,6 +532,14 @@ fn runtime_config(args: &Args, db: PathBuf) -> RuntimeConfig {
     };
     config.security.code_pepper = Some("otpd-loadtest-pepper-0123456789".into());
     config.runtime.arbiters = args.arbiters;
+    if args.deliveries.is_some() {
+        // Only the in-process receiver on loopback is ever a destination.
+        config.callbacks.allow_http = true;
+        config.callbacks.allowed_cidrs = vec!["127.0.0.0/8".parse().expect("valid CIDR")];
+    }
+    if let Some(n) = args.max_in_flight {
+        config.delivery.max_in_flight = n.max(1);
+    }
     // Long enough that no actor is reaped during a run (hold mode counts them).
     config.runtime.idle_actor_secs = 86_400;
     config
@@ -482,6 +558,15 @@ struct Plan {
     budget: AtomicU64,
     /// Hold mode: request only, each phone once.
     hold: bool,
+    /// Delivery mode with the callbacks driver: where verifies send their callback.
+    callbacks: Option<Arc<Callbacks>>,
+}
+
+/// The callback side of delivery mode: endpoint URLs, and when each verify returned.
+struct Callbacks {
+    urls: Vec<String>,
+    /// Correlation key (flake id or delivery id) → when the driver's call returned.
+    returned: Mutex<HashMap<String, Instant>>,
 }
 
 impl Plan {
@@ -553,14 +638,29 @@ async fn drive(plan: Arc<Plan>, task: usize, tasks: usize, tally: Rc<RefCell<Tal
             .borrow_mut()
             .code_wait
             .record(micros(coded - requested));
+        let (callback_url, callback_secret) = match &plan.callbacks {
+            Some(cb) => (
+                Some(cb.urls[i % cb.urls.len()].clone()),
+                Some("otpd-loadtest-callback-secret".to_string()),
+            ),
+            None => (None, None),
+        };
         let verify = VerifyOtp {
             phone_number: phone.clone(),
             code,
-            ..VerifyOtp::default()
+            callback_url,
+            callback_secret,
         };
         match tokio::time::timeout(CALL_TIMEOUT, plan.runtime.verify(app, verify)).await {
             Ok(Ok(result)) => match result.outcome {
-                VerifyOutcome::Verified { .. } => {}
+                VerifyOutcome::Verified { flake_id, .. } => {
+                    if let Some(cb) = &plan.callbacks {
+                        cb.returned
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(flake_id.to_string(), Instant::now());
+                    }
+                }
                 VerifyOutcome::InvalidCode { .. } => {
                     tally.borrow_mut().error("verify_invalid_code");
                     continue;
@@ -659,6 +759,9 @@ struct Outcome {
 }
 
 async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
+    if args.deliveries.is_some() {
+        return run_deliveries(args, db).await;
+    }
     let hold = args.hold_flakes;
     let n_phones = hold.unwrap_or(args.phones);
     if n_phones == 0 || args.apps == 0 || args.concurrency == 0 {
@@ -697,6 +800,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
             None => args.cycles.unwrap_or(u64::MAX),
         }),
         hold: hold.is_some(),
+        callbacks: None,
     });
     let rss_before = proc_status_kib("VmRSS");
     let storage_before = StorageCounters::read(&runtime);
@@ -715,6 +819,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     let peak = proc_status_kib("VmHWM");
     let live = runtime.live_actors();
     let registered = runtime.registered_actors();
+    let message_actors = runtime.message_actors();
     let provider_sends = provider.sent.load(Ordering::Relaxed);
     drop(plan);
     runtime.shutdown().await;
@@ -744,6 +849,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         "request": summary(&tally.request),
         "live_actors": live,
         "registered_actors": registered,
+        "message_actors": message_actors,
         "provider_sends": provider_sends,
         "peak_rss_mib": mib(peak),
         "rss_before_mib": mib(rss_before),
@@ -787,7 +893,10 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
             failures
         );
         let _ = writeln!(text, "request latency:  {}", summary_line(&tally.request));
-        let _ = writeln!(text, "live actors:      {live} (registered {registered})");
+        let _ = writeln!(
+            text,
+            "live actors:      {live} (registered {registered}); message actors {message_actors}"
+        );
         let _ = writeln!(
             text,
             "RSS:              before {:.1} MiB, after {:.1} MiB, peak {:.1} MiB",
@@ -899,4 +1008,445 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+// ----- delivery mode -------------------------------------------------------------
+
+/// What the in-process receiver saw.
+#[derive(Default)]
+struct Received {
+    /// Correlation key (flake id from the body, else the delivery id header) → arrival.
+    arrived: HashMap<String, Instant>,
+    requests: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// The loopback receiver: a minimal HTTP/1.1 server (keep-alive, pipelining-safe)
+/// that answers `200` with an empty body and records each request's arrival.
+struct Receiver {
+    port: u16,
+    seen: Arc<Mutex<Received>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start() -> Result<Receiver, String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("binding the receiver: {e}"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("receiver socket: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let seen = Arc::new(Mutex::new(Received::default()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let state = seen.clone();
+        let thread = std::thread::Builder::new()
+            .name("loadtest-receiver".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("otpd-loadtest: receiver runtime: {e}");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let accept = async {
+                        while let Ok((sock, _)) = listener.accept().await {
+                            let _ = sock.set_nodelay(true);
+                            tokio::task::spawn_local(serve_connection(sock, state.clone()));
+                        }
+                    };
+                    tokio::select! {
+                        _ = accept => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .map_err(|e| format!("starting the receiver: {e}"))?;
+        Ok(Receiver {
+            port,
+            seen,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn requests(&self) -> u64 {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).requests
+    }
+
+    fn stop(mut self) -> Received {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A header's value from a request head (case-insensitive name).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The correlation key: the `flake_id` in a callback body, else the delivery id.
+fn correlation_key(head: &str, body: &[u8]) -> Option<String> {
+    const FIELD: &[u8] = b"\"flake_id\":\"";
+    if let Some(at) = find(body, FIELD) {
+        let rest = &body[at + FIELD.len()..];
+        let end = rest.iter().position(|b| *b == b'"')?;
+        return std::str::from_utf8(&rest[..end]).ok().map(str::to_string);
+    }
+    header(head, "x-otpd-delivery-id").map(str::to_string)
+}
+
+async fn serve_connection(mut sock: tokio::net::TcpStream, seen: Arc<Mutex<Received>>) {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        // Every complete request in the buffer.
+        while let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = header(&head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let total = end + 4 + len;
+            if buf.len() < total {
+                break;
+            }
+            let now = Instant::now();
+            let key = correlation_key(&head, &buf[end + 4..total]);
+            {
+                let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                s.requests += 1;
+                s.first.get_or_insert(now);
+                s.last = Some(now);
+                if let Some(k) = key {
+                    s.arrived.insert(k, now);
+                }
+            }
+            buf.drain(..total);
+            out.extend_from_slice(OK);
+        }
+        if !out.is_empty() {
+            if sock.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// One webhook-driver task: `test_webhook` on endpoint `task % E`, in a loop.
+async fn drive_webhooks(
+    plan: Arc<Plan>,
+    hooks: Arc<Vec<(Arc<App>, String)>>,
+    task: usize,
+    tally: Rc<RefCell<Tally>>,
+) {
+    let cb = plan.callbacks.clone().expect("delivery mode");
+    let mut n = task;
+    while plan.claim() {
+        let (app, id) = &hooks[n % hooks.len()];
+        n += 1;
+        let started = Instant::now();
+        match tokio::time::timeout(CALL_TIMEOUT, plan.runtime.test_webhook(app, id)).await {
+            Ok(Ok(delivery_id)) => {
+                let done = Instant::now();
+                cb.returned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(delivery_id, done);
+                let mut t = tally.borrow_mut();
+                let _ = t.request.record(micros(done - started));
+                t.cycles += 1;
+            }
+            Ok(Err(e)) => tally
+                .borrow_mut()
+                .error(format!("test_webhook_{}", e.code())),
+            Err(_) => tally.borrow_mut().error("test_webhook_timeout"),
+        }
+    }
+}
+
+/// Runs `tasks` webhook-driver tasks on one new arbiter.
+async fn run_webhook_drivers(
+    plan: Arc<Plan>,
+    hooks: Arc<Vec<(Arc<App>, String)>>,
+    tasks: usize,
+) -> Tally {
+    let arbiter = Arbiter::new();
+    let (tx, rx) = oneshot::channel();
+    arbiter.spawn_fn(move || {
+        actix_rt::spawn(async move {
+            let tally = Rc::new(RefCell::new(Tally::new()));
+            let handles: Vec<_> = (0..tasks)
+                .map(|t| {
+                    actix_rt::spawn(drive_webhooks(
+                        plan.clone(),
+                        hooks.clone(),
+                        t,
+                        tally.clone(),
+                    ))
+                })
+                .collect();
+            for h in handles {
+                if h.await.is_err() {
+                    tally.borrow_mut().error("driver_task_panicked");
+                }
+            }
+            let _ = tx.send(tally.replace(Tally::new()));
+        });
+    });
+    let total = rx.await.unwrap_or_else(|_| {
+        let mut t = Tally::new();
+        t.error("driver_thread_lost");
+        t
+    });
+    arbiter.stop();
+    total
+}
+
+/// Delivery mode (see the module docs).
+async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, String> {
+    let n = args.deliveries.unwrap_or(0);
+    let endpoints = args.endpoints;
+    if n == 0 || endpoints == 0 || args.concurrency == 0 {
+        return Err("--deliveries, --endpoints and --concurrency must be at least 1".into());
+    }
+    let receiver = Receiver::start()?;
+    let urls: Vec<String> = (0..endpoints)
+        .map(|e| format!("http://127.0.0.1:{}/cb/{e}", receiver.port))
+        .collect();
+    let driver = args.delivery_driver;
+    let capture = driver == DeliveryDriver::Callbacks;
+    let provider = Arc::new(CapturingProvider::new(capture));
+    let runtime = Runtime::builder(runtime_config(&args, db))
+        .provider(provider.clone())
+        .start()
+        .await
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let n_apps = match driver {
+        DeliveryDriver::Callbacks => args.apps,
+        DeliveryDriver::Webhooks => endpoints,
+    };
+    let mut apps = Vec::with_capacity(n_apps);
+    for i in 0..n_apps {
+        let app = runtime
+            .upsert_app(NewApp {
+                name: format!("loadtest {i}"),
+                app_key: Some(format!("loadtest-{i}")),
+                settings: settings(),
+                ..NewApp::default()
+            })
+            .await
+            .map_err(|e| format!("creating app {i}: {e}"))?;
+        apps.push(app);
+    }
+    let mut hooks = Vec::new();
+    if driver == DeliveryDriver::Webhooks {
+        for (app, url) in apps.iter().zip(&urls) {
+            let w = runtime
+                .create_webhook(
+                    app,
+                    NewWebhook {
+                        url: url.clone(),
+                        service_type: "otp".into(),
+                        events: None,
+                        description: Some("otpd-loadtest receiver".into()),
+                    },
+                )
+                .await
+                .map_err(|e| format!("creating a webhook: {e}"))?;
+            hooks.push((app.clone(), w.id.clone()));
+        }
+    }
+    let phones = match driver {
+        DeliveryDriver::Callbacks => phones(args.phones)?.0,
+        DeliveryDriver::Webhooks => Vec::new(),
+    };
+    let callbacks = Arc::new(Callbacks {
+        urls: urls.clone(),
+        returned: Mutex::new(HashMap::new()),
+    });
+    let plan = Arc::new(Plan {
+        runtime: runtime.clone(),
+        provider: provider.clone(),
+        apps,
+        phones: Arc::new(phones),
+        deadline: Instant::now() + Duration::from_secs(args.duration_secs),
+        budget: AtomicU64::new(n),
+        hold: false,
+        callbacks: Some(callbacks.clone()),
+    });
+    let storage_before = StorageCounters::read(&runtime);
+    let (ok_before, failed_before) = runtime.deliveries_finished();
+    let load_before = loadavg();
+    let cpu_before = cpu_secs();
+    let started = Instant::now();
+    let tally = match driver {
+        DeliveryDriver::Callbacks => {
+            let tasks = args.concurrency.min(plan.phones.len());
+            run_drivers(plan.clone(), tasks, args.driver_threads).await
+        }
+        DeliveryDriver::Webhooks => {
+            run_webhook_drivers(plan.clone(), Arc::new(hooks), args.concurrency).await
+        }
+    };
+    let driven = started.elapsed();
+    // Every successful call produced one delivery: wait (bounded) until all arrived.
+    let expected = tally.cycles;
+    let wait_until = Instant::now() + DELIVERY_WAIT;
+    while receiver.requests() < expected && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waited = started.elapsed();
+    let drain = settle_storage(&runtime).await;
+    let storage = StorageCounters::read(&runtime).since(storage_before);
+    let (ok_after, failed_after) = runtime.deliveries_finished();
+    let cpu_cores = (cpu_secs() - cpu_before) / (waited + drain).as_secs_f64();
+    let load_after = loadavg();
+    let peak = proc_status_kib("VmHWM");
+    drop(plan);
+    runtime.shutdown().await;
+    let seen = receiver.stop();
+
+    let returned =
+        std::mem::take(&mut *callbacks.returned.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut delay = histogram();
+    let mut early = 0u64;
+    let mut unmatched = 0u64;
+    for (key, at) in &returned {
+        match seen.arrived.get(key) {
+            Some(arrived) if arrived >= at => {
+                let _ = delay.record(micros(*arrived - *at));
+            }
+            Some(_) => {
+                early += 1;
+                let _ = delay.record(1);
+            }
+            None => unmatched += 1,
+        }
+    }
+    let span = seen.last.map_or(waited, |last| last - started);
+    let rate = seen.requests as f64 / span.as_secs_f64().max(1e-9);
+    let failures = tally.failures() + unmatched;
+    let driver_name = format!("{driver:?}").to_lowercase();
+    let report = serde_json::json!({
+        "config": {
+            "mode": "deliveries",
+            "driver": driver_name,
+            "deliveries_limit": n,
+            "endpoints": endpoints,
+            "apps": n_apps,
+            "concurrency": args.concurrency,
+            "duration_secs": args.duration_secs,
+            "durability": format!("{:?}", args.durability).to_lowercase(),
+            "max_in_flight": runtime.config().delivery.max_in_flight,
+            "arbiters": args.arbiters,
+        },
+        "produced": tally.cycles,
+        "failed": tally.failures(),
+        "errors": tally.errors,
+        "received": seen.requests,
+        "unmatched": unmatched,
+        "arrived_before_return": early,
+        "runtime_succeeded": ok_after - ok_before,
+        "runtime_failed": failed_after - failed_before,
+        "drive_secs": (driven.as_secs_f64() * 1000.0).round() / 1000.0,
+        "span_secs": (span.as_secs_f64() * 1000.0).round() / 1000.0,
+        "produced_per_sec": (tally.cycles as f64 / driven.as_secs_f64()).round(),
+        "deliveries_per_sec": rate.round(),
+        "call": summary(&tally.request),
+        "delay": summary(&delay),
+        "peak_rss_mib": mib(peak),
+        "storage": storage.json(waited + drain),
+        "cpu_cores_used": (cpu_cores * 100.0).round() / 100.0,
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": load_after,
+    });
+    let mut text = String::new();
+    use std::fmt::Write as _;
+    let s = &report["storage"];
+    let _ = writeln!(
+        text,
+        "otpd-loadtest: mode=deliveries driver={driver_name} endpoints={endpoints} limit={n} concurrency={} durability={} max_in_flight={}",
+        args.concurrency,
+        report["config"]["durability"].as_str().unwrap_or(""),
+        report["config"]["max_in_flight"],
+    );
+    let _ = writeln!(
+        text,
+        "produced:         {} in {:.2} s ({:.0}/s), failed {}; call {}",
+        tally.cycles,
+        driven.as_secs_f64(),
+        tally.cycles as f64 / driven.as_secs_f64(),
+        tally.failures(),
+        summary_line(&tally.request)
+    );
+    let _ = writeln!(
+        text,
+        "received:         {} in {:.2} s = {:.0} deliveries/s (runtime: {} succeeded, {} failed); unmatched {unmatched}",
+        seen.requests,
+        span.as_secs_f64(),
+        rate,
+        ok_after - ok_before,
+        failed_after - failed_before
+    );
+    let _ = writeln!(
+        text,
+        "return→arrival:   {} ({early} arrived before the call returned, counted as 0)",
+        summary_line(&delay)
+    );
+    if !tally.errors.is_empty() {
+        let list: Vec<String> = tally
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        let _ = writeln!(text, "errors:           {}", list.join(" "));
+    }
+    let _ = writeln!(
+        text,
+        "group commit:     {} commits, {} ops/commit avg, {} µs/commit avg, writer busy {}%",
+        s["commits"], s["ops_per_commit"], s["avg_commit_us"], s["writer_busy_pct"]
+    );
+    let _ = write!(
+        text,
+        "cpu:              {:.2} cores used (load average {:.2} before, {:.2} after); peak RSS {:.1} MiB",
+        cpu_cores,
+        load_before,
+        load_after,
+        mib(peak)
+    );
+    Ok(Outcome {
+        report,
+        text,
+        failures,
+    })
 }
