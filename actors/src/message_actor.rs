@@ -8,7 +8,7 @@
 //! delivery report — and those are dispatched only after the commit.
 //!
 //! Actors are started on demand (a report for a message not in memory rehydrates it
-//! from SQLite) and leave memory when the message is final or idle.
+//! from SQLite) and leave memory a second after their last update, final or not.
 
 use std::sync::Arc;
 
@@ -254,9 +254,10 @@ impl MessageBook {
                         self.registry.forget(&id, &addr);
                         return Err(Error::Storage(e));
                     }
-                    if applied.status.is_final() {
-                        self.registry.mark_done(&id);
-                    }
+                                        // The actor only serializes concurrent updates; the state is in
+                    // SQLite. It leaves after a second without updates, so memory
+                    // follows in-flight reports, not messages awaiting a receipt.
+                    self.registry.mark_done(&id);
                     return Ok(applied);
                 }
                 Ok(Err(e)) => {
