@@ -21,6 +21,15 @@ const CALLBACK_SECRET: &str = "cb-s3cret";
 /// Loopback receivers allowed, retries 1 s apart (then a long pause, so a test
 /// never sees the series end by exhaustion), 8-digit codes, no resend cooldown.
 fn daemon() -> Daemon {
+    daemon_with(
+        "[1, 1, 1, 60]",
+        r#"kind = "log"
+status_token = "status-token-0123456789""#,
+    )
+}
+
+/// As [`daemon`], with this `delivery.retry_schedule_secs` and `[provider]` section.
+fn daemon_with(retry_schedule: &str, provider: &str) -> Daemon {
     let mut daemon = Daemon::with_config(&format!(
         r#"
 [server]
@@ -32,15 +41,14 @@ path = "otpd.sqlite3"
 durability = "commit"
 
 [provider]
-kind = "log"
-status_token = "status-token-0123456789"
+{provider}
 
 [callbacks]
 allow_http = true
 allowed_cidrs = ["127.0.0.0/8"]
 
 [delivery]
-retry_schedule_secs = [1, 1, 1, 60]
+retry_schedule_secs = {retry_schedule}
 
 [[apps]]
 name = "Redelivery test"
@@ -219,4 +227,49 @@ fn a_late_provider_status_report_applies_after_a_restart() {
     assert_eq!(body["data"]["applied"], false, "{body}");
     let (_, body) = get(&otpd, &path);
     assert_eq!(body["data"]["status"], "delivered", "{body}");
+}
+
+#[test]
+fn a_message_still_queued_when_otpd_is_killed_is_sent_after_restart() {
+    // The provider refuses the first call; the next retry is an hour away, so the
+    // message is still `queued` when otpd dies. Restart must send it.
+    let provider = Receiver::start(vec![
+        Reply::Status(500, ""),
+        Reply::Status(200, r#"{"provider_message_id":"p-1"}"#),
+    ]);
+    let mut otpd = daemon_with(
+        "[3600]",
+        &format!(
+            r#"kind = "http"
+url = "{}"
+status_token = "status-token-0123456789""#,
+            provider.url
+        ),
+    );
+    let (status, body) = post(
+        &otpd,
+        "/v1/messages",
+        json!({"channel": "telegram", "to": "+255 712 000 013", "text": "Queued across a crash"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let message_id = body["data"]["message_id"]
+        .as_str()
+        .expect("message_id")
+        .to_string();
+    provider.wait_for(1);
+    let path = format!("/v1/messages/{message_id}");
+    assert_eq!(get(&otpd, &path).1["data"]["status"], "queued");
+    otpd.kill9();
+
+    otpd.start();
+    let got = provider.wait_for(2);
+    let sent: Value = serde_json::from_str(&got[1].body).expect("provider body");
+    assert_eq!(sent["message_id"], message_id.as_str());
+    assert_eq!(sent["text"], "Queued across a crash");
+    let (_, body) = poll(
+        10,
+        || get(&otpd, &path),
+        |(_, b)| b["data"]["status"] == "sent",
+    );
+    assert_eq!(body["data"]["status"], "sent", "{body}");
 }

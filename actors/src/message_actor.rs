@@ -254,7 +254,7 @@ impl MessageBook {
                         self.registry.forget(&id, &addr);
                         return Err(Error::Storage(e));
                     }
-                                        // The actor only serializes concurrent updates; the state is in
+                    // The actor only serializes concurrent updates; the state is in
                     // SQLite. It leaves after a second without updates, so memory
                     // follows in-flight reports, not messages awaiting a receipt.
                     self.registry.mark_done(&id);
