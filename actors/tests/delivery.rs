@@ -11,7 +11,7 @@ use common::*;
 use otpd_actors::delivery::DeliveryStatus;
 use otpd_actors::runtime::{DeliveryQuery, NewWebhook, WebhookPatch};
 use otpd_actors::signing::{verify_otpd_signature, verify_standard_signature};
-use otpd_actors::{Error, SendOtp, VerifyOtp};
+use otpd_actors::{Error, VerifyOtp};
 
 const PHONE: &str = "+255712345678";
 const CANON: &str = "255712345678";
