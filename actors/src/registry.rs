@@ -20,13 +20,19 @@ use dashmap::DashMap;
 
 struct Slot<A: Actor> {
     addr: Addr<A>,
-    /// Seconds since the registry's epoch when a caller last took this address.
+    /// Milliseconds since the registry's epoch when a caller last took this address.
     touched: AtomicU64,
     /// Work the actor still owes (queued or in-flight deliveries); never reaped while > 0.
     busy: Arc<AtomicUsize>,
-    /// The actor's subject is finished (a final message): reaped after one idle second.
+    /// The actor's subject needs no more memory (e.g. a message after its update):
+    /// reaped after [`DONE_GRACE_MS`] without a touch.
     done: AtomicBool,
 }
+
+/// How long an actor marked done stays after its last touch. Long enough that a
+/// caller who took its address has delivered its message before the entry goes (so
+/// no second actor for the key can load state the first is still changing).
+pub(crate) const DONE_GRACE_MS: u64 = 2_000;
 
 type Spawn<'a, A> = Box<dyn FnOnce(&ArbiterHandle, Arc<AtomicUsize>) -> Addr<A> + 'a>;
 
@@ -61,8 +67,8 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         }
     }
 
-    fn now_secs(&self) -> u64 {
-        self.epoch.elapsed().as_secs()
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn new_slot(&self, now: u64, spawn: Spawn<'_, A>) -> Slot<A> {
@@ -89,7 +95,7 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         spawn: impl FnOnce(&ArbiterHandle, Arc<AtomicUsize>) -> Addr<A>,
         f: impl FnOnce(&Addr<A>, &Arc<AtomicUsize>) -> R,
     ) -> R {
-        let now = self.now_secs();
+        let now = self.now_ms();
         if let Some(slot) = self.map.get(key) {
             if slot.addr.connected() {
                 // Touch under the shard's read lock: the reaper needs the write lock.
@@ -137,24 +143,24 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         self.map.contains_key(key)
     }
 
-    /// Marks the actor for `key` finished: it leaves after one idle second.
+    /// Marks the actor for `key` done: it leaves [`DONE_GRACE_MS`] after its last touch.
     pub(crate) fn mark_done(&self, key: &K) {
         if let Some(slot) = self.map.get(key) {
             slot.done.store(true, Ordering::Release);
         }
     }
 
-    /// Drops entries that owe no work and are idle for at least `idle_secs` (one
-    /// second once done); returns how many.
+    /// Drops entries that owe no work and are idle for at least `idle_secs`
+    /// ([`DONE_GRACE_MS`] once done); returns how many.
     pub(crate) fn reap(&self, idle_secs: u64) -> usize {
-        let now = self.now_secs();
+        let now = self.now_ms();
         let before = self.map.len();
         self.map.retain(|_, slot| {
             let idle = now.saturating_sub(slot.touched.load(Ordering::Relaxed));
             let limit = if slot.done.load(Ordering::Acquire) {
-                1
+                DONE_GRACE_MS
             } else {
-                idle_secs
+                idle_secs.saturating_mul(1000)
             };
             slot.busy.load(Ordering::Acquire) > 0 || idle < limit
         });

@@ -273,7 +273,13 @@ async fn final_messages_leave_memory_and_a_late_report_rehydrates_them() {
         .await
         .unwrap();
     assert_eq!(f.runtime.message_actors(), 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    f.runtime.reap_idle(Duration::from_secs(3600));
+    assert_eq!(
+        f.runtime.message_actors(),
+        1,
+        "kept for the done-grace after its update"
+    );
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     f.runtime.reap_idle(Duration::from_secs(3600));
     assert_eq!(
         f.runtime.message_actors(),

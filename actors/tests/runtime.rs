@@ -348,3 +348,17 @@ async fn no_plaintext_code_reaches_the_database_files() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn actors_used_within_the_idle_time_are_not_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_loopback(dir.path()).await;
+    f.runtime.request(&f.app, send(PHONE)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.runtime.reap_idle(Duration::from_secs(60));
+    assert!(
+        f.runtime.actor_addr(f.app.app_id, PHONE).is_some(),
+        "a flake used a second ago stays in memory"
+    );
+    assert_eq!(f.runtime.live_actors(), 1);
+}
