@@ -86,6 +86,10 @@ impl Actor for MessageActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.record.is_some() {
+            // Seeded with the committed record by the sender (see `MessageBook::apply`).
+            return;
+        }
         let snapshot = self.shared.snapshot.clone();
         let id = self.id;
         let load = async move { snapshot.read(move |conn| load_message_any(conn, &id)).await };
@@ -229,13 +233,24 @@ impl MessageBook {
 
     /// Applies `update` to message `id` through its actor; after the commit, the
     /// events are dispatched and a final message leaves memory.
-    pub(crate) async fn apply(&self, id: Uuid, update: StatusUpdate) -> Result<Applied, Error> {
+    ///
+    /// `seed` is the message as committed, when the caller knows that no other update
+    /// can have been applied and forgotten since (the sender within a second of the
+    /// commit: an actor made by a report in that time is still registered, and wins
+    /// over the seed). It saves the actor's load from SQLite.
+    pub(crate) async fn apply(
+        &self,
+        id: Uuid,
+        update: StatusUpdate,
+        mut seed: Option<MessageRecord>,
+    ) -> Result<Applied, Error> {
         for _ in 0..3 {
             let shared = self.shared.clone();
+            let seed = seed.take();
             let addr = self.registry.get_or_spawn(&id, |arbiter, _| {
                 MessageActor::start_in_arbiter(arbiter, move |_| MessageActor {
                     id,
-                    record: None,
+                    record: seed,
                     shared,
                 })
             });

@@ -8,15 +8,21 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::ArbiterHandle;
 
 use crate::clock::Clock;
-use crate::message::MessageStatus;
+use crate::message::{MessageRecord, MessageStatus};
 use crate::message_actor::{MessageBook, StatusUpdate};
 use crate::otp_actor::PendingSend;
 use crate::provider::Provider;
+
+/// How soon after the commit (dispatch) the sender may seed the message's actor with
+/// the record it holds. Any actor a status report made since the commit was touched
+/// after it, and stays registered for the registry's done-grace (2 s) after that
+/// touch, so within this window a live report actor always wins over the seed.
+const SEED_WITHIN: Duration = Duration::from_millis(900);
 
 /// Sends messages through the configured provider.
 pub(crate) struct MessageSender {
@@ -39,15 +45,17 @@ impl MessageSender {
     /// runtime's arbiters, as before.
     pub(crate) fn dispatch(self: &Arc<Self>, pending: PendingSend) {
         let this = self.clone();
+        // Dispatch happens right after the commit (outbox before network).
+        let committed = Instant::now();
         if actix::Arbiter::try_current().is_some() {
-            actix_rt::spawn(async move { this.run(pending).await });
+            actix_rt::spawn(async move { this.run(pending, committed).await });
             return;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        self.arbiters[i].spawn(async move { this.run(pending).await });
+        self.arbiters[i].spawn(async move { this.run(pending, committed).await });
     }
 
-    async fn run(&self, pending: PendingSend) {
+    async fn run(&self, pending: PendingSend, committed: Instant) {
         let PendingSend { record, outbound } = pending;
         let mut last_error = String::new();
         let mut attempts = record.attempts;
@@ -63,7 +71,10 @@ impl MessageSender {
                         attempts: Some(attempts),
                         ..StatusUpdate::status(MessageStatus::Sent)
                     };
-                    self.record(record.message_id, update).await;
+                    // Soon after the commit, the committed record is what SQLite holds
+                    // unless a live actor says otherwise (see SEED_WITHIN).
+                    let seed = (committed.elapsed() < SEED_WITHIN).then(|| record.clone());
+                    self.record(record.message_id, update, seed).await;
                     return;
                 }
                 Err(e) => {
@@ -78,11 +89,11 @@ impl MessageSender {
             attempts: Some(attempts),
             ..StatusUpdate::status(MessageStatus::Failed)
         };
-        self.record(record.message_id, update).await;
+        self.record(record.message_id, update, None).await;
     }
 
-    async fn record(&self, id: uuid::Uuid, update: StatusUpdate) {
-        if let Err(e) = self.book.apply(id, update).await {
+    async fn record(&self, id: uuid::Uuid, update: StatusUpdate, seed: Option<MessageRecord>) {
+        if let Err(e) = self.book.apply(id, update, seed).await {
             tracing::error!(message_id = %id, error = %e, "recording a message status failed");
         }
     }

@@ -183,7 +183,7 @@ impl Runtime {
             provider_message_id: report.provider_message_id,
             attempts: None,
         };
-        self.inner.book.apply(id, update).await
+        self.inner.book.apply(id, update, None).await
     }
 
     /// Message actors alive.
