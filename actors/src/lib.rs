@@ -10,14 +10,20 @@
 //!
 //! | file | what lives there |
 //! |---|---|
-//! | `runtime.rs` | [`Runtime`]: the handle everyone drives; input validation, commit waits, start-up recovery |
+//! | `runtime/mod.rs` | [`Runtime`]: the handle everyone drives; input validation, commit waits, start-up recovery |
+//! | `runtime/apps.rs`, `runtime/webhooks.rs`, `runtime/messages.rs` | the runtime's app admin, webhook and delivery-log, and message calls |
 //! | `otp.rs` | the OTP rules of SPEC section 4 as plain functions over [`otp::OtpRecord`] |
-//! | `otp_actor.rs` | [`otp_actor::OtpActor`]: the one writer per (app, phone), supervised |
-//! | `registry.rs` | get-or-spawn of OTP actors over one arbiter per core; idle reaping |
+//! | `otp_actor.rs` | [`otp_actor::OtpActor`]: the one writer per (app, phone), supervised; emits `otp.*`/`flake.*` |
+//! | `message_actor.rs` | [`message_actor::MessageActor`]: the one writer per message; rank guard, channel events, delivery reports |
+//! | `delivery.rs` | the delivery engine: `Dispatcher`, one `DeliveryActor` per endpoint, retries, pause, signed attempts |
+//! | `events.rs` | the event catalogue and the one envelope |
+//! | `signing.rs` | `X-Otpd-Signature` and Standard Webhooks signatures |
+//! | `webhooks.rs` | registered webhooks and their in-memory directory |
+//! | `registry.rs` | get-or-spawn of actors over one arbiter per core; idle reaping |
 //! | `storage.rs` | [`storage::Snapshot`]: the SQLite writer thread, group commit, schema, loaders |
 //! | `sender.rs` | hands committed messages to the provider, with retries |
 //! | `provider.rs` | the [`Provider`] trait, `log` and `http` providers |
-//! | `message.rs` | message records and statuses |
+//! | `message.rs` | message records, statuses and the status-rank guard |
 //! | `ratelimit.rs` | the app-wide per-minute send cap |
 //! | `apps.rs`, `app.rs` | apps, settings and hashed API keys |
 //! | `idempotency.rs` | `Idempotency-Key` replays |
@@ -31,10 +37,12 @@
 //!
 //! ```text
 //! caller ──► Runtime ──► Registry (DashMap) ──► OtpActor (mailbox = one writer)
-//!                                                 │ rules in otp.rs
+//!                                                 │ rules in otp.rs, events in the same commit
 //!                                                 ├─► Snapshot: group commit ──► SQLite (WAL)
-//!                                                 └─► Ticket ──► Runtime awaits commit, then
-//!                                                               MessageSender ──► Provider
+//!                                                 └─► Ticket ──► Runtime awaits the commit, then
+//!                                                     ├─► MessageSender ──► Provider ──► MessageActor (sent/failed)
+//!                                                     └─► Dispatcher ──► DeliveryActor per endpoint ──► receiver
+//! provider status report ──► MessageActor (rank guard) ──► commit ──► Dispatcher
 //! ```
 
 #![forbid(unsafe_code)]
