@@ -1,7 +1,7 @@
 //! Registered webhooks (SPEC section 6): one per app per service type.
 //!
 //! Webhooks are few and read on every event, so they are mirrored in memory
-//! ([`WebhookDirectory`]) and written through storage. Secrets stay here: a delivery
+//! (`WebhookDirectory`) and written through storage. Secrets stay here: a delivery
 //! to a webhook signs with the secret current at attempt time, plus the previous
 //! secret during its grace period (Standard Webhooks rotation).
 
