@@ -69,13 +69,7 @@ impl Runtime {
         self.check_open()?;
         let phone = Phone::parse(&req.to)
             .map_err(|e| Error::InvalidPhoneNumber(e.to_string().replace("phone_number", "to")))?;
-        let allowed = &app.settings.allowed_countries;
-        if !allowed.is_empty() {
-            let country = phone.country().unwrap_or_else(|| "unknown".into());
-            if !allowed.contains(&country) {
-                return Err(Error::CountryNotAllowed(country));
-            }
-        }
+        Self::check_country(app, &phone)?;
         let len = req.text.chars().count();
         if !(1..=1600).contains(&len) {
             return Err(Error::Validation("text must be 1–1600 characters".into()));

@@ -492,12 +492,13 @@ impl Runtime {
         Ok(url)
     }
 
-    fn check_country(app: &App, key: &OtpKey) -> Result<(), Error> {
+    /// The app's `allowed_countries` rule, for OTPs and messages alike.
+    pub(crate) fn check_country(app: &App, phone: &Phone) -> Result<(), Error> {
         let allowed = &app.settings.allowed_countries;
         if allowed.is_empty() {
             return Ok(());
         }
-        let country = key.phone.country().unwrap_or_else(|| "unknown".into());
+        let country = phone.country().unwrap_or_else(|| "unknown".into());
         if allowed.contains(&country) {
             Ok(())
         } else {
@@ -527,7 +528,7 @@ impl Runtime {
         kind: IssueKind,
     ) -> Result<Issued, Error> {
         let key = self.key(app, &req.phone_number)?;
-        Self::check_country(app, &key)?;
+        Self::check_country(app, &key.phone)?;
         let minutes = req
             .minutes_to_expire
             .unwrap_or(app.settings.minutes_to_expire);
