@@ -344,6 +344,16 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
+/// The `errors:` line of a report, when any call failed.
+fn write_errors(text: &mut String, errors: &BTreeMap<String, u64>) {
+    use std::fmt::Write as _;
+    if errors.is_empty() {
+        return;
+    }
+    let list: Vec<String> = errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    let _ = writeln!(text, "errors:           {}", list.join(" "));
+}
+
 fn summary_line(h: &Histogram<u64>) -> String {
     if h.is_empty() {
         return "n/a".into();
@@ -938,14 +948,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
             tally.cycles as f64 / (elapsed + drain).as_secs_f64()
         );
     }
-    if !tally.errors.is_empty() {
-        let list: Vec<String> = tally
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        let _ = writeln!(text, "errors:           {}", list.join(" "));
-    }
+    write_errors(&mut text, &tally.errors);
     let _ = writeln!(
         text,
         "group commit:     {} commits ({}/s), {} ops/commit avg, {} µs/commit avg, writer busy {}% (incl. drain), {} failed",
@@ -1423,14 +1426,7 @@ async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, String> {
         "return→arrival:   {} ({early} arrived before the call returned, counted as 0)",
         summary_line(&delay)
     );
-    if !tally.errors.is_empty() {
-        let list: Vec<String> = tally
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        let _ = writeln!(text, "errors:           {}", list.join(" "));
-    }
+    write_errors(&mut text, &tally.errors);
     let _ = writeln!(
         text,
         "group commit:     {} commits, {} ops/commit avg, {} µs/commit avg, writer busy {}%",
