@@ -25,7 +25,7 @@ impl Runtime {
 
     /// Every app (no secrets).
     pub fn apps(&self) -> Vec<Arc<App>> {
-        let mut apps: Vec<_> = self.inner.apps.apps.iter().map(|a| a.clone()).collect();
+        let mut apps: Vec<_> = self.inner.apps.all();
         apps.sort_by(|a, b| {
             a.created_at
                 .cmp(&b.created_at)
@@ -36,7 +36,7 @@ impl Runtime {
 
     /// One app by id.
     pub fn app(&self, app_id: Uuid) -> Option<Arc<App>> {
-        self.inner.apps.apps.get(&app_id).map(|a| a.clone())
+        self.inner.apps.app(app_id)
     }
 
     /// Creates an app with one API key (shown once).
@@ -67,7 +67,7 @@ impl Runtime {
         };
         let key_id = Uuid::new_v4();
         let hash = hash_api_key(&api_key);
-        if self.inner.apps.keys.contains_key(&hash) {
+        if self.inner.apps.key(&hash).is_some() {
             return Err(Error::Conflict("that API key is already in use".into()));
         }
         self.write_app_changes(vec![
@@ -80,11 +80,8 @@ impl Runtime {
             },
         ])
         .await?;
-        self.inner
-            .apps
-            .apps
-            .insert(app.app_id, Arc::new(app.clone()));
-        self.inner.apps.keys.insert(hash, (key_id, app.app_id));
+        self.inner.apps.put_app(Arc::new(app.clone()));
+        self.inner.apps.put_key(hash, key_id, app.app_id);
         Ok(CreatedApp {
             app,
             key_id,
@@ -118,7 +115,7 @@ impl Runtime {
         if let Some(api_key) = &new.api_key {
             check_api_key(api_key)?;
             let hash = hash_api_key(api_key);
-            match self.inner.apps.keys.get(&hash).map(|e| *e.value()) {
+            match self.inner.apps.key(&hash) {
                 Some((_, owner)) if owner != app.app_id => {
                     return Err(Error::Conflict(
                         "that API key belongs to another app".into(),
@@ -139,9 +136,9 @@ impl Runtime {
         }
         self.write_app_changes(changes).await?;
         let app = Arc::new(app);
-        self.inner.apps.apps.insert(app.app_id, app.clone());
+        self.inner.apps.put_app(app.clone());
         if let Some((hash, key_id)) = added {
-            self.inner.apps.keys.insert(hash, (key_id, app.app_id));
+            self.inner.apps.put_key(hash, key_id, app.app_id);
         }
         Ok(app)
     }
@@ -174,7 +171,7 @@ impl Runtime {
         self.write_app_changes(vec![Change::App(app.clone())])
             .await?;
         let app = Arc::new(app);
-        self.inner.apps.apps.insert(app_id, app.clone());
+        self.inner.apps.put_app(app.clone());
         Ok(app)
     }
 
@@ -194,20 +191,14 @@ impl Runtime {
             created_at: self.inner.shared.clock.now(),
         }])
         .await?;
-        self.inner.apps.keys.insert(hash, (key_id, app_id));
+        self.inner.apps.put_key(hash, key_id, app_id);
         Ok(CreatedApiKey { key_id, api_key })
     }
 
     /// Removes an API key; requests with it are refused from then on.
     pub async fn delete_api_key(&self, app_id: Uuid, key_id: Uuid) -> Result<(), Error> {
         self.check_open()?;
-        let hash: Option<Digest32> = self
-            .inner
-            .apps
-            .keys
-            .iter()
-            .find(|e| *e.value() == (key_id, app_id))
-            .map(|e| *e.key());
+        let hash: Option<Digest32> = self.inner.apps.hash_of(key_id, app_id);
         let exists = match hash {
             Some(_) => true,
             None => {
@@ -224,7 +215,7 @@ impl Runtime {
         self.write_app_changes(vec![Change::DeleteApiKey { app_id, key_id }])
             .await?;
         if let Some(hash) = hash {
-            self.inner.apps.keys.remove(&hash);
+            self.inner.apps.remove_key(&hash);
         }
         Ok(())
     }
