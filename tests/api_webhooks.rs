@@ -720,7 +720,12 @@ fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period() {
 
     let rotated = fx.post(&format!("/v1/webhooks/{id}/secret/rotate"), &json!({}));
     let data = rotated.assert_ok(200);
-    assert_eq!(keys(data), set(&["secret"]));
+    assert_eq!(keys(data), set(&["secret", "previous_secret_expires_at"]));
+    // The fixture's clock reads 2026-06-07T12:00:00Z; the grace is one day.
+    assert_eq!(
+        str_of(data, "previous_secret_expires_at"),
+        "2026-06-08T12:00:00.000Z"
+    );
     let new = str_of(data, "secret");
     assert!(new.starts_with("whsec_") && new.len() == old.len());
     assert_ne!(new, old);
@@ -744,6 +749,14 @@ fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period() {
         !otpd_signed_by(r, old),
         "X-Otpd-Signature uses the new secret only"
     );
+    assert!(
+        verify_otpd_signature(
+            old,
+            r.body.as_bytes(),
+            r.header("x-otpd-signature-previous")
+        ),
+        "X-Otpd-Signature-Previous carries the previous secret's signature"
+    );
 
     // After the grace period (one day by default) only the new secret signs.
     fx.advance(86_401);
@@ -752,6 +765,7 @@ fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period() {
     assert_eq!(r.header("webhook-signature").split(' ').count(), 1);
     assert!(standard_signed_by(r, new));
     assert!(!standard_signed_by(r, old));
+    assert!(!r.headers.contains_key("x-otpd-signature-previous"));
 }
 
 // ----- the delivery log ---------------------------------------------------------

@@ -664,6 +664,14 @@ async fn attempt(cx: &DeliveryContext, d: &Delivery) -> Outcome {
                 "webhook-signature",
                 standard_signature_header(&all, &d.event.id, ts, &body),
             );
+        // During a rotation's grace the primary header stays one exact value (receivers
+        // that compare it as a string keep working); the previous secret signs here.
+        if let Some(previous) = secrets.get(1) {
+            req = req.header(
+                format!("{p}-Signature-Previous"),
+                otpd_signature(previous, &body),
+            );
+        }
         if d.report_secret {
             req = req.header(format!("{p}-Webhook-Secret"), current.as_str());
         }

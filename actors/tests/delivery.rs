@@ -396,7 +396,8 @@ async fn rotated_secret_signs_alone_in_x_otpd_and_beside_the_old_one_in_standard
         .runtime
         .rotate_webhook_secret(&f.app, &w.id)
         .await
-        .unwrap();
+        .unwrap()
+        .secret;
     assert_ne!(old, new);
     f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
     let r = hook.wait_for(1).await.remove(0);

@@ -20,6 +20,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use otpd_actors::clock::rfc3339;
 use otpd_actors::runtime::{DeliveryQuery, NewWebhook, WebhookPatch};
 use otpd_actors::webhooks::Webhook;
 use otpd_actors::App;
@@ -116,6 +117,13 @@ struct WebhookList<'a> {
 #[derive(Serialize)]
 struct SecretData<'a> {
     secret: &'a str,
+}
+
+/// `POST …/secret/rotate`: the new secret and the end of the previous one's grace.
+#[derive(Serialize)]
+struct RotatedData<'a> {
+    secret: &'a str,
+    previous_secret_expires_at: String,
 }
 
 #[derive(Serialize)]
@@ -247,7 +255,7 @@ pub async fn secret(
     .into_response())
 }
 
-/// `POST /v1/webhooks/{id}/secret/rotate` → `{secret}` (the new one).
+/// `POST /v1/webhooks/{id}/secret/rotate` → `{secret, previous_secret_expires_at}`.
 pub async fn rotate_secret(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -256,8 +264,11 @@ pub async fn rotate_secret(
     let app = auth.0;
     let id = segment(&req, "id")?;
     idempotent(&state, &app, &req, &[], || async {
-        let secret = state.runtime.rotate_webhook_secret(&app, id).await?;
-        Reply::ok(&SecretData { secret: &secret })
+        let rotated = state.runtime.rotate_webhook_secret(&app, id).await?;
+        Reply::ok(&RotatedData {
+            secret: &rotated.secret,
+            previous_secret_expires_at: rfc3339(rotated.previous_secret_expires_at),
+        })
     })
     .await
 }

@@ -47,7 +47,8 @@ pub use messages::{DeliveryReportRequest, SendMessage, StatusReport};
 use crate::storage::{self, Change, Snapshot, Ticket};
 use crate::url_policy::{UrlPolicy, UrlPolicyError};
 pub use webhooks::{
-    DeliveryDetail, DeliveryPage, DeliveryQuery, Latency, NewWebhook, WebhookPatch, WebhookStats,
+    DeliveryDetail, DeliveryPage, DeliveryQuery, Latency, NewWebhook, RotatedSecret, WebhookPatch,
+    WebhookStats,
 };
 
 /// `POST /v1/otp/request` and `/resend` input (the phone as the client typed it).

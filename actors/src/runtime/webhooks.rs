@@ -18,6 +18,16 @@ use crate::signing::generate_webhook_secret;
 use crate::storage::{self, Change, DeliveryFilter, StorageError};
 use crate::webhooks::{validate_description, validate_events, Webhook, WebhookStatus};
 
+/// What a secret rotation answers.
+#[derive(Debug, Clone)]
+pub struct RotatedSecret {
+    /// The new secret: it keys `X-Otpd-Signature` from now on.
+    pub secret: String,
+    /// Until when the previous secret still signs (`webhook-signature` and
+    /// `X-Otpd-Signature-Previous`).
+    pub previous_secret_expires_at: DateTime<Utc>,
+}
+
 /// `POST /v1/webhooks` input.
 #[derive(Debug, Clone, Default)]
 pub struct NewWebhook {
@@ -235,7 +245,7 @@ impl Runtime {
     }
 
     /// Rotates the secret; the previous one keeps signing for `delivery.secret_grace_secs`.
-    pub async fn rotate_webhook_secret(&self, app: &App, id: &str) -> Result<String, Error> {
+    pub async fn rotate_webhook_secret(&self, app: &App, id: &str) -> Result<RotatedSecret, Error> {
         self.check_open()?;
         let mut w = (*self.webhook(app, id)?).clone();
         let now = self.inner.shared.clock.now();
@@ -246,9 +256,12 @@ impl Runtime {
         ));
         w.updated_at = now;
         self.commit(vec![Change::Webhook(w.clone())]).await?;
-        let secret = w.secret.clone();
+        let rotated = RotatedSecret {
+            secret: w.secret.clone(),
+            previous_secret_expires_at: now + grace,
+        };
         self.inner.webhooks.insert(w);
-        Ok(secret)
+        Ok(rotated)
     }
 
     /// Sends a signed `<service_type>.test` event through the normal pipeline.
