@@ -24,6 +24,8 @@ pub struct RuntimeConfig {
     pub delivery: DeliveryConfig,
     /// Actor placement and reaping.
     pub runtime: ActorConfig,
+    /// How long finished records are kept.
+    pub retention: RetentionConfig,
 }
 
 /// When a state-changing call is acknowledged.
@@ -202,6 +204,39 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// `[retention]`: how long finished records are kept before the pruner removes them.
+///
+/// Pruning never removes a pending delivery, a queued message, or a flake whose
+/// rate-limit window (one hour of sends) still counts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Finished deliveries (succeeded or failed), their attempt log, and events no
+    /// pending delivery needs, by creation time; 0 keeps them forever.
+    pub delivery_log_days: u64,
+    /// Messages that are no longer queued, by creation time; 0 keeps them forever.
+    pub messages_days: u64,
+    /// Flakes that are finished or expired and not touched for this long (at least 1:
+    /// the hourly send limit reads them); 0 keeps them forever.
+    pub finished_flakes_hours: u64,
+    /// Seconds between pruning rounds.
+    pub interval_secs: u64,
+    /// Rows one pruning step deletes at most (each step is one short writer op).
+    pub batch_rows: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            delivery_log_days: 30,
+            messages_days: 30,
+            finished_flakes_hours: 48,
+            interval_secs: 60,
+            batch_rows: 500,
+        }
+    }
+}
+
 /// `[runtime]`: actor placement and memory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -226,6 +261,19 @@ impl RuntimeConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.storage.flush_interval_ms == 0 || self.storage.flush_interval_ms > 10_000 {
             return Err("storage.flush_interval_ms must be between 1 and 10000".into());
+        }
+        if (1..24).contains(&self.retention.finished_flakes_hours) {
+            return Err(
+                "retention.finished_flakes_hours must be 0 (keep) or at least 24: \
+                        the resend cooldown (up to a day) and the hourly send limit read them"
+                    .into(),
+            );
+        }
+        if self.retention.interval_secs == 0 || self.retention.interval_secs > 86_400 {
+            return Err("retention.interval_secs must be between 1 and 86400".into());
+        }
+        if self.retention.batch_rows == 0 || self.retention.batch_rows > 100_000 {
+            return Err("retention.batch_rows must be between 1 and 100000".into());
         }
         if self.storage.max_batch == 0 {
             return Err("storage.max_batch must be at least 1".into());

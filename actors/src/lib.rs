@@ -25,6 +25,7 @@
 //! | `provider.rs` | the [`Provider`] trait, `log` and `http` providers |
 //! | `message.rs` | message records, statuses and the status-rank guard |
 //! | `ratelimit.rs` | the app-wide per-minute send cap |
+//! | `retention.rs` | the pruner that keeps the database bounded (`[retention]`) |
 //! | `apps.rs`, `app.rs` | apps, settings and hashed API keys |
 //! | `idempotency.rs` | `Idempotency-Key` replays |
 //! | `url_policy.rs` | the outbound URL policy (SSRF defence), request and connect time |
@@ -64,6 +65,7 @@ pub mod phone;
 pub mod provider;
 pub mod ratelimit;
 mod registry;
+pub mod retention;
 pub mod runtime;
 pub mod secrets;
 mod sender;

@@ -356,11 +356,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_app ON deliveries(app_id, created_at);
 CREATE INDEX IF NOT EXISTS deliveries_webhook ON deliveries(webhook_id, created_at);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(status) WHERE status = 'pending';
+-- Version 4: retention asks whether any delivery still refers to an event.
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
 CREATE TABLE IF NOT EXISTS delivery_attempts (
     delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL, at INTEGER NOT NULL,
     status_code INTEGER, error TEXT, duration_ms INTEGER NOT NULL,
     PRIMARY KEY (delivery_id, attempt)) WITHOUT ROWID;
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 "#;
 
 impl Snapshot {
@@ -433,6 +435,33 @@ impl Snapshot {
         }));
         self.tx.send(op).map_err(|_| StorageError::Closed)?;
         rx.await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Runs `f` on the writer's connection inside the group transaction, in a
+    /// savepoint of its own: what it writes commits with that batch, and an error
+    /// undoes only its own part. For maintenance (retention) that must not race the
+    /// one writer; the answer comes before the batch commits, so `f` must only make
+    /// changes that are harmless to lose if that commit fails.
+    pub async fn write_with<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        self.read(move |conn| {
+            exec(conn, "SAVEPOINT maintenance")?;
+            match f(conn) {
+                Ok(v) => {
+                    exec(conn, "RELEASE maintenance")?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = exec(conn, "ROLLBACK TO maintenance");
+                    let _ = exec(conn, "RELEASE maintenance");
+                    Err(e)
+                }
+            }
+        })
+        .await
     }
 
     /// Commits everything queued and stops the writer.

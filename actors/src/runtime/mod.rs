@@ -44,6 +44,7 @@ mod webhooks;
 
 pub use messages::{DeliveryReportRequest, SendMessage, StatusReport};
 
+use crate::retention::{Pruned, Pruner};
 use crate::storage::{self, Change, Snapshot, Ticket};
 use crate::url_policy::{UrlPolicy, UrlPolicyError};
 pub use webhooks::{
@@ -236,6 +237,7 @@ impl RuntimeBuilder {
             shutting_down: AtomicBool::new(false),
             arbiters: std::sync::Mutex::new(arbiters),
             writer: std::sync::Mutex::new(Some(writer)),
+            pruner: tokio::sync::Mutex::new(Pruner::default()),
             config,
         });
         let runtime = Runtime { inner };
@@ -310,6 +312,8 @@ struct Inner {
     shutting_down: AtomicBool,
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Retention cursors; one round at a time (housekeeping or [`Runtime::prune_now`]).
+    pruner: tokio::sync::Mutex<Pruner>,
 }
 
 /// The runtime handle. Clone it freely; every clone drives the same actors.
@@ -724,6 +728,20 @@ impl Runtime {
             + self.inner.book.reap(secs)
     }
 
+    /// Runs one retention round now (the housekeeping task runs one every
+    /// `retention.interval_secs`); returns what it removed.
+    pub async fn prune_now(&self) -> Result<Pruned, Error> {
+        let now = self.inner.shared.clock.now();
+        let mut pruner = self.inner.pruner.lock().await;
+        Ok(pruner
+            .round(
+                &self.inner.shared.snapshot,
+                &self.inner.config.retention,
+                now,
+            )
+            .await?)
+    }
+
     /// The address of the actor for (app, phone), if one is registered. For tests
     /// and diagnostics: lets a test show the supervisor kept the same mailbox.
     #[doc(hidden)]
@@ -848,6 +866,7 @@ impl Runtime {
     }
 
     fn spawn_housekeeping(&self) {
+        self.spawn_retention();
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let idle = self.inner.config.runtime.idle_actor_secs;
         // Frequent enough that finished messages leave memory within seconds.
@@ -874,6 +893,38 @@ impl Runtime {
                         .shared
                         .snapshot
                         .write(vec![Change::PurgeIdempotency(horizon)]);
+                }
+            }
+        });
+    }
+}
+
+impl Runtime {
+    /// The retention task: one pruning round every `retention.interval_secs`, each
+    /// step a short writer op, so the hot path waits a few milliseconds at most.
+    fn spawn_retention(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let period = Duration::from_secs(self.inner.config.retention.interval_secs.max(1));
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.shutting_down.load(Ordering::Acquire) {
+                    return;
+                }
+                let runtime = Runtime { inner };
+                match runtime.prune_now().await {
+                    Ok(p) if p.total() > 0 => tracing::debug!(
+                        deliveries = p.deliveries,
+                        events = p.events,
+                        messages = p.messages,
+                        flakes = p.flakes,
+                        "retention pruned rows"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention round failed"),
                 }
             }
         });
