@@ -20,7 +20,8 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use ipnet::IpNet;
 use otpd_actors::config::{
-    ActorConfig, CallbacksConfig, DeliveryConfig, ProviderConfig, SecurityConfig, StorageConfig,
+    ActorConfig, CallbacksConfig, DeliveryConfig, ProviderConfig, RetentionConfig, SecurityConfig,
+    StorageConfig,
 };
 use otpd_actors::{AppSettings, NewApp, RuntimeConfig};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -86,6 +87,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Actor placement and idle reaping.
     pub runtime: ActorConfig,
+    /// How long finished records are kept.
+    pub retention: RetentionConfig,
     /// Apps created or updated at start-up (idempotent by `app_key`).
     pub apps: Vec<AppConfig>,
 }
@@ -391,6 +394,7 @@ impl Config {
             callbacks: self.callbacks.clone(),
             delivery: self.delivery.clone(),
             runtime: self.runtime.clone(),
+            retention: self.retention.clone(),
         }
     }
 

@@ -9,7 +9,7 @@
 //! | `deliveries`, `delivery_attempts` | created before the delivery-log horizon and not pending | a pending delivery |
 //! | `events` | created before the delivery-log horizon and no delivery row refers to it | an event of any remaining delivery |
 //! | `messages` | created before the messages horizon and not queued | a queued message |
-//! | `otp_state` | untouched for `finished_flakes_hours`, and its flake is not pending (or has expired) | a pending flake; a flake whose rate-limit windows still count |
+//! | `otp_state` | its last send, expiry and finish are all `finished_flakes_hours` old, and its flake is not pending (or has expired) | a pending flake; a flake whose rate-limit windows still count |
 //!
 //! The rowid tables are walked in rowid (insertion) order from a cursor, so a step
 //! reads only the rows it looks at and stops at the first row that is too young; when
@@ -283,8 +283,9 @@ fn walk(
     Ok(step)
 }
 
-/// Deletes finished (or expired) flakes untouched since `before`, one key-ordered
-/// page after `from`; at the end of the key space the sweep starts over next round.
+/// Deletes finished (or expired) flakes whose last moment — last send, expiry or
+/// finish — is before `before`, one key-ordered page after `from`; at the end of the
+/// key space the sweep starts over next round.
 fn prune_flakes(
     conn: &Connection,
     before: i64,
@@ -292,27 +293,44 @@ fn prune_flakes(
     from: Option<(String, String)>,
     limit: usize,
 ) -> Result<Step<Option<(String, String)>>, StorageError> {
+    type Row = (String, String, Option<String>, [Option<i64>; 3], String);
     let (app, phone) = from.clone().unwrap_or_default();
-    let rows: Vec<(String, String, Option<String>, Option<i64>, i64)> = conn
+    let rows: Vec<Row> = conn
         .prepare_cached(
-            "SELECT app_id, phone, status, expires_at, updated_at FROM otp_state
-             WHERE (app_id, phone) > (?1, ?2) ORDER BY app_id, phone LIMIT ?3",
+            "SELECT app_id, phone, status, created_at, expires_at, finished_at, sends
+             FROM otp_state WHERE (app_id, phone) > (?1, ?2) ORDER BY app_id, phone LIMIT ?3",
         )?
         .query_map(params![app, phone, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                [r.get(3)?, r.get(4)?, r.get(5)?],
+                r.get(6)?,
+            ))
         })?
         .collect::<Result<_, _>>()?;
     let done = rows.len() < limit;
     let mut deleted = 0;
     let mut last = None;
-    for (app_id, phone, status, expires_at, updated_at) in rows {
-        let live = status.as_deref() == Some("pending") && expires_at.is_some_and(|e| e > now);
-        if updated_at < before && !live {
+    for (app_id, phone, status, times, sends) in rows {
+        let expires_at = times[1];
+        let live = status.as_deref() == Some("pending") && expires_at.is_none_or(|e| e > now);
+        // The flake's own times, not the row's write time: they follow the runtime's clock.
+        let latest = times
+            .into_iter()
+            .flatten()
+            .chain(
+                sends
+                    .split(',')
+                    .filter_map(|t| t.trim().parse::<i64>().ok()),
+            )
+            .max()
+            .unwrap_or(i64::MIN);
+        if !live && latest < before {
             deleted += conn
-                .prepare_cached(
-                    "DELETE FROM otp_state WHERE app_id = ?1 AND phone = ?2 AND updated_at < ?3",
-                )?
-                .execute(params![app_id, phone, before])? as u64;
+                .prepare_cached("DELETE FROM otp_state WHERE app_id = ?1 AND phone = ?2")?
+                .execute(params![app_id, phone])? as u64;
         }
         last = Some((app_id, phone));
     }
