@@ -424,9 +424,42 @@ impl Dispatcher {
         }
     }
 
-    /// Drops idle endpoint actors; returns how many.
+    /// Drops idle endpoint actors, then the health records nobody needs; returns how
+    /// many actors.
     pub(crate) fn reap(&self, idle_secs: u64) -> usize {
-        self.registry.reap(idle_secs)
+        let reaped = self.registry.reap(idle_secs);
+        self.prune_health();
+        reaped
+    }
+
+    /// Forgets the health of callback and report URLs that have no actor and are not
+    /// paused: each distinct callback URL would otherwise stay in memory for good.
+    /// Webhook records stay (one per webhook, read by its stats) until it is deleted.
+    fn prune_health(&self) {
+        let now = to_millis(self.cx.clock.now());
+        self.health.retain(|key, h| match key {
+            EndpointKey::Webhook(_) => true,
+            // An actor holds a clone while it lives; a paused endpoint keeps its pause.
+            EndpointKey::Url(_) => {
+                Arc::strong_count(h) > 1 || h.paused_until_ms.load(Ordering::Acquire) > now
+            }
+        });
+    }
+
+    /// Forgets a deleted webhook's health record.
+    pub(crate) fn forget_webhook(&self, webhook_id: &str) {
+        self.health
+            .remove(&EndpointKey::Webhook(webhook_id.to_string()));
+    }
+
+    /// Health records held (for tests and gauges).
+    pub(crate) fn health_records(&self) -> usize {
+        self.health.len()
+    }
+
+    /// Deliveries the endpoint's actor holds (queued, in flight or waiting to retry).
+    pub(crate) fn backlog(&self, key: &EndpointKey) -> usize {
+        self.registry.backlog(key)
     }
 
     /// Endpoint actors alive.

@@ -138,6 +138,13 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         self.map.get(key).map(|s| s.addr.clone())
     }
 
+    /// Work the actor for `key` still owes (0 when none is registered).
+    pub(crate) fn backlog(&self, key: &K) -> usize {
+        self.map
+            .get(key)
+            .map_or(0, |s| s.busy.load(Ordering::Acquire))
+    }
+
     /// Whether an actor is registered for `key`.
     pub(crate) fn contains(&self, key: &K) -> bool {
         self.map.contains_key(key)

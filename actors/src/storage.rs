@@ -1727,21 +1727,33 @@ pub fn webhook_counts(conn: &Connection, webhook_id: &str) -> Result<WebhookCoun
     Ok(c)
 }
 
-/// Failed deliveries of a webhook created in `[since, until]`.
+/// Failed deliveries of a webhook created in `[since, until]`, in `(created_at, delivery_id)`
+/// order after `after`, at most `limit`.
 pub fn failed_deliveries_between(
     conn: &Connection,
     webhook_id: &str,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
+    after: Option<(i64, String)>,
+    limit: usize,
 ) -> Result<Vec<Delivery>, StorageError> {
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.event_id = d.event_id
          WHERE d.webhook_id = ?1 AND d.status = 'failed' AND d.created_at >= ?2 AND d.created_at <= ?3
-         ORDER BY d.created_at"
+         AND (d.created_at, d.delivery_id) > (?4, ?5)
+         ORDER BY d.created_at, d.delivery_id LIMIT ?6"
     );
+    let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        params![webhook_id, to_millis(since), to_millis(until)],
+        params![
+            webhook_id,
+            to_millis(since),
+            to_millis(until),
+            after_ms,
+            after_id,
+            limit as i64
+        ],
         delivery_from_row,
     )?;
     rows.map(|r| r?).collect()

@@ -710,3 +710,138 @@ async fn delivery_list_pages_with_a_cursor_and_filters_by_kind() {
         Err(Error::InvalidRequest(_))
     ));
 }
+
+#[actix_rt::test]
+async fn callback_endpoints_leave_memory_once_their_deliveries_finish() {
+    let cb = receiver(vec![Reply::Status(200, "")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_loopback(dir.path()).await;
+    const URLS: usize = 30;
+    for i in 0..URLS {
+        let phone = format!("+25571234{i:04}");
+        let url = format!("{}/{i}", cb.url);
+        f.runtime
+            .request(&f.app, send_with(&phone, Some(&url), None))
+            .await
+            .unwrap();
+        let code = code_for(&f, &phone[1..]).await;
+        f.runtime
+            .verify(&f.app, verify(&phone, &code))
+            .await
+            .unwrap();
+    }
+    cb.wait_for(URLS).await;
+    assert!(f.runtime.gauges().delivery_endpoints_tracked >= 1);
+    // Reaping idle endpoint actors also forgets their health: nothing is paused.
+    let runtime = f.runtime.clone();
+    eventually("every callback endpoint to be forgotten", || {
+        runtime.reap_idle(Duration::from_secs(1));
+        runtime.gauges().delivery_endpoints_tracked == 0
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn recover_pages_through_the_window_and_bounds_the_endpoint_backlog() {
+    let down = receiver(vec![Reply::Status(500, "")]).await;
+    let slow = receiver(vec![Reply::Slow(5)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = loopback_config(dir.path());
+    cfg.delivery.retry_schedule_secs = vec![];
+    // Every failure reaches the receiver (no pause after ten in a row).
+    cfg.delivery.pause_after_failures = 1_000;
+    let runtime = otpd_actors::Runtime::builder(cfg)
+        .clock(start_clock())
+        .provider(Arc::new(CapturingProvider::default()))
+        .recover_limits(10, 20)
+        .start()
+        .await
+        .unwrap();
+    let app = Arc::new(
+        runtime
+            .create_app(otpd_actors::NewApp {
+                name: "test".into(),
+                app_key: Some("test".into()),
+                settings: settings(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .app,
+    );
+    let w = runtime
+        .create_webhook(
+            &app,
+            NewWebhook {
+                url: down.url.clone(),
+                service_type: "otp".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    const FAILED: usize = 100;
+    for _ in 0..FAILED {
+        runtime.test_webhook(&app, &w.id).await.unwrap();
+    }
+    down.wait_for(FAILED).await;
+    let failed = |rt: &otpd_actors::Runtime| {
+        let (rt, app, id) = (rt.clone(), app.clone(), w.id.clone());
+        async move { rt.webhook_stats(&app, &id).await.unwrap().failed }
+    };
+    for _ in 0..500 {
+        if failed(&runtime).await as usize == FAILED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(failed(&runtime).await as usize, FAILED);
+    runtime
+        .update_webhook(
+            &app,
+            &w.id,
+            WebhookPatch {
+                url: Some(slow.url.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Sample the queue depth while the recovery runs.
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (rt, peak, done) = (runtime.clone(), peak.clone(), done.clone());
+        actix_rt::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rt.gauges().deliveries_pending, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let since = chrono::DateTime::UNIX_EPOCH;
+    let count = runtime
+        .recover_webhook(&app, &w.id, since, None)
+        .await
+        .unwrap();
+    assert_eq!(count, FAILED);
+    let got = slow.wait_for(FAILED).await;
+    done.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let ids: std::collections::HashSet<String> = got
+        .iter()
+        .map(|r| r.header("x-otpd-delivery-id").to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        FAILED,
+        "every failed delivery retried exactly once"
+    );
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(
+        peak <= 20 + 10,
+        "the endpoint held {peak} deliveries: more than the backlog bound and one page"
+    );
+    runtime.shutdown().await;
+}

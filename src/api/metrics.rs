@@ -53,6 +53,7 @@ pub async fn render(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
     metrics::gauge!("otpd_message_actors").set(g.message_actors as f64);
     metrics::gauge!("otpd_delivery_actors").set(g.delivery_actors as f64);
     metrics::gauge!("otpd_delivery_queue_depth").set(g.deliveries_pending as f64);
+    metrics::gauge!("otpd_delivery_endpoints_tracked").set(g.delivery_endpoints_tracked as f64);
     metrics::counter!("otpd_snapshot_commits_total").absolute(g.snapshot_commits);
     metrics::counter!("otpd_snapshot_ops_total").absolute(g.snapshot_ops);
     metrics::counter!("otpd_snapshot_commit_failures_total").absolute(g.snapshot_failures);

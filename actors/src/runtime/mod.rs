@@ -49,7 +49,7 @@ use crate::storage::{self, Change, Snapshot, Ticket};
 use crate::url_policy::{UrlPolicy, UrlPolicyError};
 pub use webhooks::{
     DeliveryDetail, DeliveryPage, DeliveryQuery, Latency, NewWebhook, RotatedSecret, WebhookPatch,
-    WebhookStats,
+    WebhookStats, RECOVER_MAX_BACKLOG, RECOVER_PAGE,
 };
 
 /// `POST /v1/otp/request` and `/resend` input (the phone as the client typed it).
@@ -100,6 +100,8 @@ pub struct RuntimeGauges {
     pub delivery_actors: usize,
     /// Deliveries not yet final: the delivery queue depth.
     pub deliveries_pending: usize,
+    /// Endpoints whose health (failures in a row, pause) is held in memory.
+    pub delivery_endpoints_tracked: usize,
     /// Group commits so far.
     pub snapshot_commits: u64,
     /// Operations carried by those commits.
@@ -118,6 +120,15 @@ pub struct RuntimeBuilder {
     clock: Arc<dyn Clock>,
     provider: Option<Arc<dyn Provider>>,
     recover: bool,
+    recover_limits: RecoverLimits,
+}
+
+/// How `recover_webhook` pages: deliveries per page, and the endpoint backlog above
+/// which it waits before the next page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecoverLimits {
+    pub(crate) page: usize,
+    pub(crate) max_backlog: usize,
 }
 
 impl RuntimeBuilder {
@@ -141,6 +152,18 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Pages of `recover_webhook` and the backlog it waits under (defaults
+    /// [`RECOVER_PAGE`], [`RECOVER_MAX_BACKLOG`]): for tests that show the bound
+    /// without thousands of deliveries.
+    #[doc(hidden)]
+    pub fn recover_limits(mut self, page: usize, max_backlog: usize) -> Self {
+        self.recover_limits = RecoverLimits {
+            page: page.max(1),
+            max_backlog,
+        };
+        self
+    }
+
     /// Opens storage, loads apps, recovers unfinished sends and starts the actors.
     /// Must run inside an actix `System`.
     pub async fn start(self) -> Result<Runtime, Error> {
@@ -149,6 +172,7 @@ impl RuntimeBuilder {
             clock,
             provider,
             recover,
+            recover_limits,
         } = self;
         config.validate().map_err(Error::Validation)?;
         let (snapshot, writer) = Snapshot::open(&config.storage)?;
@@ -238,6 +262,7 @@ impl RuntimeBuilder {
             arbiters: std::sync::Mutex::new(arbiters),
             writer: std::sync::Mutex::new(Some(writer)),
             pruner: tokio::sync::Mutex::new(Pruner::default()),
+            recover_limits,
             config,
         });
         let runtime = Runtime { inner };
@@ -312,6 +337,8 @@ struct Inner {
     shutting_down: AtomicBool,
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How `recover_webhook` pages.
+    recover_limits: RecoverLimits,
     /// Retention cursors; one round at a time (housekeeping or [`Runtime::prune_now`]).
     pruner: tokio::sync::Mutex<Pruner>,
 }
@@ -330,6 +357,10 @@ impl Runtime {
             clock: Arc::new(SystemClock),
             provider: None,
             recover: true,
+            recover_limits: RecoverLimits {
+                page: RECOVER_PAGE,
+                max_backlog: RECOVER_MAX_BACKLOG,
+            },
         }
     }
 
@@ -696,6 +727,7 @@ impl Runtime {
             message_actors: self.inner.book.actors(),
             delivery_actors: self.inner.dispatcher.actors(),
             deliveries_pending: cx.pending.load(Ordering::Relaxed),
+            delivery_endpoints_tracked: self.inner.dispatcher.health_records(),
             snapshot_commits: stats.commits.load(Ordering::Relaxed),
             snapshot_ops: stats.ops.load(Ordering::Relaxed),
             snapshot_last_batch: stats.last_batch.load(Ordering::Relaxed),

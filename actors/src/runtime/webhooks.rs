@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Runtime;
 use crate::app::App;
-use crate::clock::{from_millis, serde_ts};
+use crate::clock::{from_millis, serde_ts, to_millis};
 use crate::delivery::{
     AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView, EndpointKey,
 };
@@ -17,6 +17,13 @@ use crate::secrets::random_hex;
 use crate::signing::generate_webhook_secret;
 use crate::storage::{self, Change, DeliveryFilter, StorageError};
 use crate::webhooks::{validate_description, validate_events, Webhook, WebhookStatus};
+
+/// Failed deliveries one page of a recovery reads and commits.
+pub const RECOVER_PAGE: usize = 500;
+
+/// A recovery waits before its next page while the endpoint's actor holds more
+/// deliveries than this.
+pub const RECOVER_MAX_BACKLOG: usize = 2_000;
 
 /// What a secret rotation answers.
 #[derive(Debug, Clone)]
@@ -241,6 +248,7 @@ impl Runtime {
         self.commit(vec![Change::DeleteWebhook(w.id.clone())])
             .await?;
         self.inner.webhooks.remove(&w.id);
+        self.inner.dispatcher.forget_webhook(&w.id);
         Ok(())
     }
 
@@ -292,6 +300,12 @@ impl Runtime {
     }
 
     /// Gives every failed delivery of the webhook created in `[since, until]` a new attempt series.
+    ///
+    /// Pages through the window [`RECOVER_PAGE`] deliveries at a time: each page is
+    /// one bounded read and one commit (so the writer is never held long), then goes
+    /// to the endpoint's actor; before the next page the actor's backlog must be under
+    /// [`RECOVER_MAX_BACKLOG`], so memory stays bounded however large the window. The
+    /// work runs in its own task: a caller that goes away does not stop it halfway.
     pub async fn recover_webhook(
         &self,
         app: &App,
@@ -306,24 +320,64 @@ impl Runtime {
         if until < since {
             return Err(Error::Validation("until must not be before since".into()));
         }
-        let wid = w.id.clone();
-        let mut failed = self
-            .inner
-            .shared
-            .snapshot
-            .read(move |c| storage::failed_deliveries_between(c, &wid, since, until))
-            .await?;
-        for d in &mut failed {
-            d.restart_series(now);
+        let runtime = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        actix_rt::spawn(async move {
+            let _ = tx.send(runtime.recover_pages(&w.id, since, until, now).await);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(Error::Unavailable("recovery stopped".into())))
+    }
+
+    async fn recover_pages(
+        &self,
+        webhook_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, Error> {
+        let key = EndpointKey::Webhook(webhook_id.to_string());
+        let limits = self.inner.recover_limits;
+        self.inner.dispatcher.resume(&key);
+        let mut count = 0;
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            while self.inner.dispatcher.backlog(&key) > limits.max_backlog {
+                if self
+                    .inner
+                    .shutting_down
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    return Ok(count);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let wid = webhook_id.to_string();
+            let from = after.clone();
+            let mut page = self
+                .inner
+                .shared
+                .snapshot
+                .read(move |c| {
+                    storage::failed_deliveries_between(c, &wid, since, until, from, limits.page)
+                })
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(count);
+            };
+            after = Some((to_millis(last.created_at), last.delivery_id.clone()));
+            let full = page.len() == limits.page;
+            for d in &mut page {
+                d.restart_series(now);
+            }
+            self.commit(page.iter().cloned().map(Change::DeliveryState).collect())
+                .await?;
+            count += page.len();
+            self.dispatch_all(page);
+            if !full {
+                return Ok(count);
+            }
         }
-        self.commit(failed.iter().cloned().map(Change::DeliveryState).collect())
-            .await?;
-        let count = failed.len();
-        self.inner
-            .dispatcher
-            .resume(&EndpointKey::Webhook(w.id.clone()));
-        self.dispatch_all(failed);
-        Ok(count)
     }
 
     /// A page of the app's delivery log.
