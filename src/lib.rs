@@ -12,6 +12,7 @@
 //! | `src/config.rs` | layered configuration: defaults → TOML file → `OTPD_SECTION__KEY` env |
 //! | `src/server.rs` | `otpd serve`: start the runtime, seed apps, run the HTTP server, shut down cleanly |
 //! | `src/api/` | one module per API resource; errors mapped to the envelope in one place |
+//! | `src/backup.rs` | `otpd backup`: an online, consistent copy of the live database |
 //! | `src/echo.rs` | `otpd echo`: a local receiver that prints each delivery and checks its signatures |
 //! | `src/bin/otpd-loadtest.rs` | the load-test harness: drives the runtime in-process, no HTTP |
 
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod echo;
 pub mod server;

@@ -32,11 +32,26 @@ enum Command {
         #[command(subcommand)]
         command: AppsCommand,
     },
+    /// Write an online, consistent copy of the live database to a new file (works
+    /// while the daemon runs; reads only). Prints a JSON summary.
+    Backup(BackupArgs),
     /// Load and validate the configuration; print a summary with secrets redacted.
     CheckConfig(ConfigArg),
     /// A local receiver for callbacks, webhooks and delivery reports: prints each
     /// request and whether its signatures verify (no configuration, no database).
     Echo(EchoArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The file to create (mode 0600); refused if it exists, unless `--force`.
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
+    /// Replace FILE if it exists (atomically, once the new copy is complete).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +115,8 @@ enum CliError {
     Storage(#[from] storage::StorageError),
     #[error("echo: {0}")]
     Echo(std::io::Error),
+    #[error("backup: {0}")]
+    Backup(#[from] otpd::backup::BackupError),
 }
 
 impl CliError {
@@ -108,7 +125,10 @@ impl CliError {
             CliError::Config(_) => 2,
             CliError::Server(e) => e.exit_code(),
             CliError::Runtime(otpd_actors::Error::Validation(_)) => 2,
-            CliError::Runtime(_) | CliError::Storage(_) | CliError::Echo(_) => 1,
+            CliError::Runtime(_)
+            | CliError::Storage(_)
+            | CliError::Echo(_)
+            | CliError::Backup(_) => 1,
         }
     }
 }
@@ -137,6 +157,15 @@ fn main() -> ExitCode {
         Command::Apps {
             command: AppsCommand::List(arg),
         } => arg.load().and_then(|config| in_system(list_apps(config))),
+        Command::Backup(args) => args.config.load().and_then(|config| {
+            let summary = otpd::backup::run(&otpd::backup::BackupOptions {
+                source: config.storage.path.clone(),
+                to: args.to,
+                force: args.force,
+            })?;
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            Ok(())
+        }),
         Command::Echo(args) => in_system(async move {
             otpd::echo::run(EchoOptions {
                 listen: args.listen,

@@ -29,6 +29,7 @@
 //! | `apps.rs`, `app.rs` | apps, settings and hashed API keys |
 //! | `idempotency.rs` | `Idempotency-Key` replays |
 //! | `url_policy.rs` | the outbound URL policy (SSRF defence), request and connect time |
+//! | `private_files.rs` | owner-only modes for the data directory and database files |
 //! | `secrets.rs` | code generation, keyed hashes, constant-time compare, API keys |
 //! | `phone.rs` | phone validation and canonicalisation (libphonenumber rules) |
 //! | `clock.rs` | the injectable [`Clock`] |
@@ -62,6 +63,7 @@ pub mod message_actor;
 pub mod otp;
 pub mod otp_actor;
 pub mod phone;
+pub mod private_files;
 pub mod provider;
 pub mod ratelimit;
 mod registry;

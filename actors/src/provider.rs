@@ -58,6 +58,12 @@ pub trait Provider: Send + Sync + 'static {
         &'a self,
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<ProviderReceipt, ProviderError>>;
+
+    /// A short, fixed name for metrics and logs (the `provider` label of
+    /// `otpd_provider_sends_total`); `"custom"` unless the provider says otherwise.
+    fn name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// Development provider: logs the text (the one log line allowed to show a code)
@@ -66,6 +72,10 @@ pub trait Provider: Send + Sync + 'static {
 pub struct LogProvider;
 
 impl Provider for LogProvider {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
     fn send<'a>(
         &'a self,
         message: &'a OutboundMessage,
@@ -118,6 +128,10 @@ impl HttpProvider {
 }
 
 impl Provider for HttpProvider {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
     fn send<'a>(
         &'a self,
         message: &'a OutboundMessage,

@@ -5,9 +5,16 @@
 //! (time from the injectable clock). The outcome — `sent` with the provider's id, or
 //! `failed` with `error_code: "provider_error"` — goes through the message's actor
 //! like any status report, so it obeys the rank guard and emits the same events.
+//!
+//! Every provider call is counted in `otpd_provider_sends_total{provider, outcome}`
+//! (`accepted` / `failed`) and timed in `otpd_provider_send_duration_seconds`. A
+//! failing provider does not make otpd unready (`/readyz` is about storage and
+//! recovery); it shows in those metrics and in a WARN line at most once per
+//! [`WARN_EVERY`], which carries how many failures were not logged since the last
+//! one (each failure is still logged at DEBUG).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::ArbiterHandle;
@@ -24,6 +31,36 @@ use crate::provider::Provider;
 /// touch, so within this window a live report actor always wins over the seed.
 const SEED_WITHIN: Duration = Duration::from_millis(900);
 
+/// At most one WARN per this interval about a failing provider.
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Rate limit for provider-failure warnings: one WARN per [`WARN_EVERY`], with the
+/// count of failures suppressed since the previous one.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    /// When the last WARN was written, and failures not logged since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl FailureLog {
+    /// Records a failure at `now`; returns `Some(suppressed)` when it should be
+    /// logged at WARN (with that many earlier failures not logged), else `None`.
+    pub(crate) fn failure(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, suppressed) = &mut *state;
+        match last {
+            Some(at) if now.saturating_duration_since(*at) < WARN_EVERY => {
+                *suppressed += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(suppressed))
+            }
+        }
+    }
+}
+
 /// Sends messages through the configured provider.
 pub(crate) struct MessageSender {
     pub(crate) provider: Arc<dyn Provider>,
@@ -32,6 +69,8 @@ pub(crate) struct MessageSender {
     pub(crate) retry_schedule: Vec<Duration>,
     pub(crate) arbiters: Vec<ArbiterHandle>,
     pub(crate) next: AtomicUsize,
+    /// Rate limit for WARNs about provider failures.
+    pub(crate) failures: FailureLog,
 }
 
 impl MessageSender {
@@ -64,7 +103,15 @@ impl MessageSender {
                 self.clock.sleep(self.retry_schedule[attempt - 1]).await;
             }
             attempts += 1;
-            match self.provider.send(&outbound).await {
+            let provider = self.provider.name();
+            let started = Instant::now();
+            let sent = self.provider.send(&outbound).await;
+            metrics::histogram!("otpd_provider_send_duration_seconds", "provider" => provider)
+                .record(started.elapsed().as_secs_f64());
+            let outcome = if sent.is_ok() { "accepted" } else { "failed" };
+            metrics::counter!("otpd_provider_sends_total", "provider" => provider, "outcome" => outcome)
+                .increment(1);
+            match sent {
                 Ok(receipt) => {
                     let update = StatusUpdate {
                         provider_message_id: receipt.provider_message_id,
@@ -78,7 +125,18 @@ impl MessageSender {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(message_id = %record.message_id, attempt = attempts, error = %e, "provider refused a message");
+                    tracing::debug!(message_id = %record.message_id, attempt = attempts, error = %e, "provider refused a message");
+                    if let Some(suppressed) = self.failures.failure(Instant::now()) {
+                        tracing::warn!(
+                            provider,
+                            message_id = %record.message_id,
+                            attempt = attempts,
+                            error = %e,
+                            suppressed,
+                            "provider send failed (at most one warning per {}s; `suppressed` failures since the last one were not logged)",
+                            WARN_EVERY.as_secs()
+                        );
+                    }
                     last_error = e.0;
                 }
             }
@@ -96,5 +154,24 @@ impl MessageSender {
         if let Err(e) = self.book.apply(id, update, seed).await {
             tracing::error!(message_id = %id, error = %e, "recording a message status failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_log_warns_once_per_interval_with_the_suppressed_count() {
+        let log = FailureLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.failure(t0), Some(0));
+        assert_eq!(log.failure(t0 + Duration::from_secs(1)), None);
+        assert_eq!(log.failure(t0 + Duration::from_secs(2)), None);
+        assert_eq!(
+            log.failure(t0 + WARN_EVERY + Duration::from_secs(1)),
+            Some(2)
+        );
+        assert_eq!(log.failure(t0 + WARN_EVERY + Duration::from_secs(2)), None);
     }
 }

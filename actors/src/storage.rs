@@ -481,12 +481,16 @@ impl Snapshot {
 /// Opens a connection with otpd's pragmas and schema.
 pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StorageError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        crate::private_files::create_private_dir(dir)
             .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
     }
+    crate::private_files::prepare_db_file(path)
+        .map_err(|e| StorageError::Io(format!("{}: {e}", path.display())))?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    crate::private_files::restrict_db_files(path)
+        .map_err(|e| StorageError::Io(format!("{}: {e}", path.display())))?;
     let sync = match synchronous {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",

@@ -114,8 +114,14 @@ impl Daemon {
     /// Starts `otpd ARGS…` and waits for a stdout line `… listening on http://ADDR`;
     /// [`Daemon::base`] is that address. Output of a previous run is discarded.
     pub fn spawn(&mut self, args: &[&str]) {
+        self.spawn_command(env!("CARGO_BIN_EXE_otpd"), args);
+    }
+
+    /// Like [`Daemon::spawn`], but runs `program ARGS…` (e.g. `sh -c "umask 0 &&
+    /// exec otpd serve"`), which must end up printing otpd's listening line.
+    pub fn spawn_command(&mut self, program: &str, args: &[&str]) {
         assert!(self.child.is_none(), "otpd is already running");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_otpd"));
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())

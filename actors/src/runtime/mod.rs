@@ -246,6 +246,7 @@ impl RuntimeBuilder {
                 .collect(),
             arbiters: handles.clone(),
             next: AtomicUsize::new(0),
+            failures: Default::default(),
         });
         let inner = Arc::new(Inner {
             book,
