@@ -279,3 +279,25 @@ fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
     assert!(!stdout.iter().any(|l| l.contains("api_key")), "{stdout:?}");
     assert_eq!(status_code_with_key(&client, &base, &api_key, "dev"), 404);
 }
+
+#[test]
+fn check_config_ignores_otpd_variables_without_a_double_underscore() {
+    let dir = tempfile::tempdir().expect("dir");
+    // What Kubernetes injects for a Service named `otpd`, next to a real override.
+    let out = otpd(
+        dir.path(),
+        &["check-config"],
+        &[
+            ("OTPD_PORT", "tcp://10.0.0.1:8080"),
+            ("OTPD_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("OTPD_SERVICE_HOST", "10.0.0.1"),
+            ("OTPD_SERVER__LISTEN", "0.0.0.0:9191"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("0.0.0.0:9191"),
+        "override not applied:\n{stdout}"
+    );
+}
