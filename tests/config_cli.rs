@@ -301,3 +301,51 @@ fn check_config_ignores_otpd_variables_without_a_double_underscore() {
         "override not applied:\n{stdout}"
     );
 }
+
+/// Waits up to 5 s for a stderr line that satisfies `pred`.
+fn stderr_line(daemon: &Daemon, pred: impl Fn(&str) -> bool) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = daemon.stderr_text();
+        if let Some(line) = text.lines().find(|l| pred(l)) {
+            return Some(line.to_string());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_warns_at_start_up_when_callback_url_policy_exceptions_are_open() {
+    let mut open = Daemon::without_config()
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0")
+        .env("OTPD_CALLBACKS__ALLOW_HTTP", "true")
+        .env("OTPD_CALLBACKS__ALLOWED_CIDRS", "[\"10.0.0.0/8\"]");
+    open.start();
+    let http = stderr_line(&open, |l| l.contains("WARN") && l.contains("allow_http"));
+    assert!(
+        http.is_some(),
+        "no allow_http warning:\n{}",
+        open.stderr_text()
+    );
+    let cidrs = stderr_line(&open, |l| l.contains("WARN") && l.contains("10.0.0.0/8"));
+    assert!(
+        cidrs.is_some(),
+        "no allowed_cidrs warning:\n{}",
+        open.stderr_text()
+    );
+
+    let mut closed = Daemon::without_config()
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    closed.start();
+    std::thread::sleep(Duration::from_millis(300));
+    let text = closed.stderr_text();
+    assert!(
+        !text.contains("allow_http") && !text.contains("allowed_cidrs"),
+        "{text}"
+    );
+}
