@@ -10,7 +10,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::{App, HttpServer};
 use otpd_actors::{NewApp, Runtime};
 
@@ -175,7 +175,21 @@ async fn bind(
     let server = HttpServer::new(move || {
         let runtime = factory_runtime.clone();
         let options = options.clone();
-        App::new().configure(move |cfg| api::configure(cfg, runtime, options))
+        App::new()
+            .wrap_fn(|req, srv| {
+                // Before routing and authentication: an oversized header block is
+                // a 431 envelope on every route.
+                let checked = api::check_header_size(req.headers());
+                let call = checked.is_ok().then(|| srv.call(req));
+                async move {
+                    checked?;
+                    match call {
+                        Some(call) => call.await,
+                        None => Err(api::ApiError::Internal("header check".into()).into()),
+                    }
+                }
+            })
+            .configure(move |cfg| api::configure(cfg, runtime, options))
     })
     .workers(workers)
     .shutdown_timeout(config.server.shutdown_timeout_secs)
