@@ -274,13 +274,25 @@ async fn create_app(config: Config, name: String, app_key: Option<String>) -> Re
     Ok(())
 }
 
-/// Reads apps straight from storage: no actors, no recovery, so listing never
-/// touches what a running daemon is doing.
+/// Reads apps straight from storage through one read-only SQLite connection: no
+/// actors, no recovery, no schema migration, no checkpoint, so listing never writes
+/// and never disturbs a running daemon (it works on a `0444` database file too).
 async fn list_apps(config: Config) -> Result<(), CliError> {
-    let (snapshot, writer) = storage::Snapshot::open(&config.storage)?;
-    let apps = snapshot.read(storage::load_apps).await;
-    snapshot.shutdown().await;
-    let _ = actix_rt::task::spawn_blocking(move || writer.join()).await;
+    use rusqlite::OpenFlags;
+    let path = config.storage.path.clone();
+    let apps = actix_rt::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| storage::StorageError::Sqlite(format!("{}: {e}", path.display())))?;
+        // A daemon's commit may hold the lock for a moment.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| storage::StorageError::Sqlite(e.to_string()))?;
+        storage::load_apps(&conn)
+    })
+    .await
+    .map_err(|e| storage::StorageError::Sqlite(format!("listing apps: {e}")))?;
     for app in apps? {
         let mut line = serde_json::to_value(&app).unwrap_or_default();
         // Test numbers carry fixed codes: list the numbers, not the codes.

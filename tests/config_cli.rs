@@ -349,3 +349,79 @@ fn serve_warns_at_start_up_when_callback_url_policy_exceptions_are_open() {
         "{text}"
     );
 }
+
+/// `(mtime, len)` of `path`, or `None` when it does not exist.
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+#[test]
+fn apps_list_is_read_only_on_a_read_only_file_and_next_to_a_live_daemon() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "otpd.toml",
+        "[storage]\npath = \"otpd.sqlite3\"\n",
+    );
+    let out = otpd(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Shop",
+            "--app-key",
+            "shop",
+            "--config",
+            arg(&file),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let db = dir.path().join("otpd.sqlite3");
+    let wal = dir.path().join("otpd.sqlite3-wal");
+    let mut perms = std::fs::metadata(&db).expect("db").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+    std::fs::set_permissions(&db, perms).expect("chmod 0444");
+    let (db_before, wal_before) = (stamp(&db), stamp(&wal));
+    std::thread::sleep(Duration::from_millis(20));
+
+    let out = otpd(dir.path(), &["apps", "list", "--config", arg(&file)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"shop\""),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(stamp(&db), db_before, "apps list wrote the database file");
+    // A read-only SQLite reader of a WAL database may create an empty `-wal` (when
+    // the directory allows it) but never writes a frame into it.
+    let wal_after = stamp(&wal);
+    assert!(
+        wal_after == wal_before || wal_after.is_some_and(|(_, len)| len == 0),
+        "apps list wrote a WAL: {wal_before:?} -> {wal_after:?}"
+    );
+    assert!(stamp(&db).is_some_and(|(_, len)| len > 0));
+
+    // A live daemon holds the (writable) database: listing still works beside it.
+    let mut perms = std::fs::metadata(&db).expect("db").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&db, perms).expect("chmod 0644");
+    let mut daemon = Daemon::with_config("[storage]\npath = \"otpd.sqlite3\"\n")
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    daemon.start();
+    let live_toml = daemon.dir().join("otpd.toml");
+    let out = otpd(
+        daemon.dir(),
+        &["apps", "list", "--config", arg(&live_toml)],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"dev\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
