@@ -81,10 +81,6 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// Mounts every otpd route on `cfg`.
-///
-/// Call it from `App::configure` or `Scope::configure`; it also sets the default
-/// service of that App or Scope to a JSON 404, so unknown paths get the envelope.
 /// The most header bytes a request may carry (every name and value plus `": "` and
 /// CRLF): actix-http itself accepts a single 100 KB header.
 pub const HEADER_LIMIT: usize = 32 * 1024;
@@ -103,6 +99,10 @@ pub fn check_header_size(headers: &actix_web::http::header::HeaderMap) -> Result
     Ok(())
 }
 
+/// Mounts every otpd route on `cfg`.
+///
+/// Call it from `App::configure` or `Scope::configure`; it also sets the default
+/// service of that App or Scope to a JSON 404, so unknown paths get the envelope.
 pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOptions) {
     let state = web::Data::new(ApiState {
         runtime,
