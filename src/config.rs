@@ -3,7 +3,9 @@
 //!
 //! Every section refuses unknown keys, and so does every `[[apps]]` entry: a typo
 //! (`max_atempts`, `OTPD_SERVER__LISTN`) is an error that names the key and where it
-//! came from, never a silent fallback to a default. The runtime's own sections are
+//! came from, never a silent fallback to a default. Environment names without the
+//! `__` separator (`OTPD_PORT`, as Kubernetes injects) are not configuration and are
+//! ignored. The runtime's own sections are
 //! the `otpd_actors::config` types, so the daemon and embedders share one definition
 //! of each key and its default; this module only adds `[server]` and `[[apps]]`.
 //!
@@ -518,7 +520,12 @@ struct EnvOverrides {
 impl EnvOverrides {
     fn new(prefix: &str) -> EnvOverrides {
         EnvOverrides {
-            env: Env::prefixed(prefix).split(ENV_SPLIT),
+            // Only `OTPD_SECTION__KEY` names are configuration: other `OTPD_*`
+            // variables (Kubernetes injects `OTPD_PORT=tcp://…` for a Service named
+            // otpd) are not ours and are ignored.
+            env: Env::prefixed(prefix)
+                .filter(|key| key.as_str().contains(ENV_SPLIT))
+                .split(ENV_SPLIT),
             defaults: serde_json::to_value(Config::default()).unwrap_or_default(),
         }
     }

@@ -187,14 +187,86 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr, `RUST_LOG` filter, default `info`; colours only on a terminal.
+///
+/// A malformed HTTP request (a client's mistake, answered 400 by actix before any
+/// route or authentication) is not an error of otpd's: actix-http logs it at ERROR,
+/// [`ProtocolErrors`] turns that into a debug line and a count in
+/// `otpd_http_protocol_errors_total`.
 fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(ProtocolErrors);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+}
+
+/// The `log` target actix-http's HTTP/1 dispatcher writes its per-connection
+/// "stream error: request parse error: …" lines under.
+const H1_DISPATCHER: &str = "actix_http::h1::dispatcher";
+
+/// A per-layer filter for the stderr log: drops actix-http's ERROR line for a
+/// malformed request, counts it and logs it again at debug.
+struct ProtocolErrors;
+
+/// Collects the `message` and `log.target` fields of an event.
+#[derive(Default)]
+struct LogFields {
+    message: String,
+    target: String,
+}
+
+impl tracing::field::Visit for LogFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_string(),
+            "log.target" => self.target = value.to_string(),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for ProtocolErrors {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if *event.metadata().level() != tracing::Level::ERROR {
+            return true;
+        }
+        let mut fields = LogFields::default();
+        event.record(&mut fields);
+        let target = if fields.target.is_empty() {
+            event.metadata().target()
+        } else {
+            fields.target.as_str()
+        };
+        if target != H1_DISPATCHER || !fields.message.contains("parse error") {
+            return true;
+        }
+        metrics::counter!("otpd_http_protocol_errors_total").increment(1);
+        tracing::debug!(error = %fields.message, "malformed HTTP request refused");
+        false
+    }
 }
 
 /// Runs `fut` inside an actix `System` (the runtime's actors need one).
@@ -231,13 +303,25 @@ async fn create_app(config: Config, name: String, app_key: Option<String>) -> Re
     Ok(())
 }
 
-/// Reads apps straight from storage: no actors, no recovery, so listing never
-/// touches what a running daemon is doing.
+/// Reads apps straight from storage through one read-only SQLite connection: no
+/// actors, no recovery, no schema migration, no checkpoint, so listing never writes
+/// and never disturbs a running daemon (it works on a `0444` database file too).
 async fn list_apps(config: Config) -> Result<(), CliError> {
-    let (snapshot, writer) = storage::Snapshot::open(&config.storage)?;
-    let apps = snapshot.read(storage::load_apps).await;
-    snapshot.shutdown().await;
-    let _ = actix_rt::task::spawn_blocking(move || writer.join()).await;
+    use rusqlite::OpenFlags;
+    let path = config.storage.path.clone();
+    let apps = actix_rt::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| storage::StorageError::Sqlite(format!("{}: {e}", path.display())))?;
+        // A daemon's commit may hold the lock for a moment.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| storage::StorageError::Sqlite(e.to_string()))?;
+        storage::load_apps(&conn)
+    })
+    .await
+    .map_err(|e| storage::StorageError::Sqlite(format!("listing apps: {e}")))?;
     for app in apps? {
         let mut line = serde_json::to_value(&app).unwrap_or_default();
         // Test numbers carry fixed codes: list the numbers, not the codes.

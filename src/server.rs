@@ -10,7 +10,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::{App, HttpServer};
 use otpd_actors::{NewApp, Runtime};
 
@@ -107,6 +107,7 @@ impl RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     config.validate()?;
     let listen = config.listen_addr()?;
+    warn_url_policy_exceptions(&config);
     let runtime = Runtime::builder(config.runtime_config())
         .start()
         .await
@@ -117,6 +118,29 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             runtime.shutdown().await;
             Err(e)
         }
+    }
+}
+
+/// Warns once at start-up for each exception opened in the callback URL policy
+/// (SPEC section 6): plain `http` URLs and allowed private address ranges are meant
+/// for tests and private deployments, never for an internet-facing instance.
+fn warn_url_policy_exceptions(config: &Config) {
+    if config.callbacks.allow_http {
+        tracing::warn!(
+            "callbacks.allow_http = true: callback, webhook and delivery-report URLs may use plain http (unencrypted, unauthenticated receivers)"
+        );
+    }
+    if !config.callbacks.allowed_cidrs.is_empty() {
+        let cidrs: Vec<String> = config
+            .callbacks
+            .allowed_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::warn!(
+            allowed_cidrs = %cidrs.join(", "),
+            "callbacks.allowed_cidrs is set: callback, webhook and delivery-report URLs may reach these non-public address ranges"
+        );
     }
 }
 
@@ -151,7 +175,21 @@ async fn bind(
     let server = HttpServer::new(move || {
         let runtime = factory_runtime.clone();
         let options = options.clone();
-        App::new().configure(move |cfg| api::configure(cfg, runtime, options))
+        App::new()
+            .wrap_fn(|req, srv| {
+                // Before routing and authentication: an oversized header block is
+                // a 431 envelope on every route.
+                let checked = api::check_header_size(req.headers());
+                let call = checked.is_ok().then(|| srv.call(req));
+                async move {
+                    checked?;
+                    match call {
+                        Some(call) => call.await,
+                        None => Err(api::ApiError::Internal("header check".into()).into()),
+                    }
+                }
+            })
+            .configure(move |cfg| api::configure(cfg, runtime, options))
     })
     .workers(workers)
     .shutdown_timeout(config.server.shutdown_timeout_secs)

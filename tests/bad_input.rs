@@ -357,13 +357,13 @@ fn oversized_bodies_are_payload_too_large_with_or_without_content_length() {
 #[test]
 fn a_body_of_exactly_the_limit_is_read() {
     let fx = fixture();
-    let head = format!(
-        "{{\"phone_number\":\"{OTHER_PHONE}\",\"app_key\":\"{APP_KEY}\",\"code\":\"1\",\"pad\":\""
-    );
-    let tail = "\"}";
+    // Padded with JSON whitespace: unknown fields are refused, so no `pad` field.
+    let head =
+        format!("{{\"phone_number\":\"{OTHER_PHONE}\",\"app_key\":\"{APP_KEY}\",\"code\":\"1\"");
+    let tail = "}";
     let body = format!(
         "{head}{}{tail}",
-        "x".repeat(LIMIT - head.len() - tail.len())
+        " ".repeat(LIMIT - head.len() - tail.len())
     );
     assert_eq!(body.len(), LIMIT);
     let resp = fx.call("POST", "/v1/otp/verify").body(body).send();
@@ -543,6 +543,63 @@ fn idempotency_key_junk_is_refused_without_effect() {
             .json(&json!({"phone_number": OTHER_PHONE, "app_key": APP_KEY}))
             .send();
         resp.assert_error(400, "invalid_request");
+    }
+    assert_nothing_changed(&fx);
+}
+
+#[test]
+fn unknown_fields_in_otp_and_message_bodies_are_invalid_request_naming_the_field() {
+    let fx = fixture();
+    let other = OTHER_PHONE;
+    let cases = vec![
+        (
+            "/v1/otp/request",
+            json!({"phone_number": other, "app_key": APP_KEY,
+                   "callback_url": "https://example.com/cb", "callback_secert": "s"}),
+            "callback_secert",
+        ),
+        (
+            "/v1/otp/send",
+            json!({"phone_number": other, "app_key": APP_KEY, "minutes_to_expir": 5}),
+            "minutes_to_expir",
+        ),
+        (
+            "/v1/otp/resend",
+            json!({"phone_number": PHONE, "app_key": APP_KEY, "delivery": "sms"}),
+            "delivery",
+        ),
+        (
+            "/v1/otp/verify",
+            json!({"phone_number": PHONE, "app_key": APP_KEY, "code": "000000",
+                   "callback_secert": "s"}),
+            "callback_secert",
+        ),
+        (
+            "/v1/otp/invalidate",
+            json!({"phone_number": PHONE, "app_key": APP_KEY, "reason": "x"}),
+            "reason",
+        ),
+        (
+            "/v1/messages",
+            json!({"channel": "sms", "to": other, "text": "hi", "sender": "x"}),
+            "sender",
+        ),
+        (
+            "/v1/messages",
+            json!({"channel": "sms", "to": other, "text": "hi",
+                   "delivery_report": {"webhook_url": "https://example.com/r",
+                                       "webhook_secert": "s"}}),
+            "webhook_secert",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let what = format!("{path} with {body}");
+        let resp = fx.post(path, &body);
+        assert_refused(&resp, &what);
+        assert_eq!(resp.status, 400, "{what}: {}", resp.text);
+        assert_eq!(resp.code(), "invalid_request", "{what}: {}", resp.text);
+        let message = resp.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{what}: message {message:?}");
     }
     assert_nothing_changed(&fx);
 }

@@ -279,3 +279,149 @@ fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
     assert!(!stdout.iter().any(|l| l.contains("api_key")), "{stdout:?}");
     assert_eq!(status_code_with_key(&client, &base, &api_key, "dev"), 404);
 }
+
+#[test]
+fn check_config_ignores_otpd_variables_without_a_double_underscore() {
+    let dir = tempfile::tempdir().expect("dir");
+    // What Kubernetes injects for a Service named `otpd`, next to a real override.
+    let out = otpd(
+        dir.path(),
+        &["check-config"],
+        &[
+            ("OTPD_PORT", "tcp://10.0.0.1:8080"),
+            ("OTPD_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("OTPD_SERVICE_HOST", "10.0.0.1"),
+            ("OTPD_SERVER__LISTEN", "0.0.0.0:9191"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("0.0.0.0:9191"),
+        "override not applied:\n{stdout}"
+    );
+}
+
+/// Waits up to 5 s for a stderr line that satisfies `pred`.
+fn stderr_line(daemon: &Daemon, pred: impl Fn(&str) -> bool) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = daemon.stderr_text();
+        if let Some(line) = text.lines().find(|l| pred(l)) {
+            return Some(line.to_string());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_warns_at_start_up_when_callback_url_policy_exceptions_are_open() {
+    let mut open = Daemon::without_config()
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0")
+        .env("OTPD_CALLBACKS__ALLOW_HTTP", "true")
+        .env("OTPD_CALLBACKS__ALLOWED_CIDRS", "[\"10.0.0.0/8\"]");
+    open.start();
+    let http = stderr_line(&open, |l| l.contains("WARN") && l.contains("allow_http"));
+    assert!(
+        http.is_some(),
+        "no allow_http warning:\n{}",
+        open.stderr_text()
+    );
+    let cidrs = stderr_line(&open, |l| l.contains("WARN") && l.contains("10.0.0.0/8"));
+    assert!(
+        cidrs.is_some(),
+        "no allowed_cidrs warning:\n{}",
+        open.stderr_text()
+    );
+
+    let mut closed = Daemon::without_config()
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    closed.start();
+    std::thread::sleep(Duration::from_millis(300));
+    let text = closed.stderr_text();
+    assert!(
+        !text.contains("allow_http") && !text.contains("allowed_cidrs"),
+        "{text}"
+    );
+}
+
+/// `(mtime, len)` of `path`, or `None` when it does not exist.
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+#[test]
+fn apps_list_is_read_only_on_a_read_only_file_and_next_to_a_live_daemon() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "otpd.toml",
+        "[storage]\npath = \"otpd.sqlite3\"\n",
+    );
+    let out = otpd(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Shop",
+            "--app-key",
+            "shop",
+            "--config",
+            arg(&file),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let db = dir.path().join("otpd.sqlite3");
+    let wal = dir.path().join("otpd.sqlite3-wal");
+    let mut perms = std::fs::metadata(&db).expect("db").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+    std::fs::set_permissions(&db, perms).expect("chmod 0444");
+    let (db_before, wal_before) = (stamp(&db), stamp(&wal));
+    std::thread::sleep(Duration::from_millis(20));
+
+    let out = otpd(dir.path(), &["apps", "list", "--config", arg(&file)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"shop\""),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(stamp(&db), db_before, "apps list wrote the database file");
+    // A read-only SQLite reader of a WAL database may create an empty `-wal` (when
+    // the directory allows it) but never writes a frame into it.
+    let wal_after = stamp(&wal);
+    assert!(
+        wal_after == wal_before || wal_after.is_some_and(|(_, len)| len == 0),
+        "apps list wrote a WAL: {wal_before:?} -> {wal_after:?}"
+    );
+    assert!(stamp(&db).is_some_and(|(_, len)| len > 0));
+
+    // A live daemon holds the (writable) database: listing still works beside it.
+    let mut perms = std::fs::metadata(&db).expect("db").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&db, perms).expect("chmod 0644");
+    let mut daemon = Daemon::with_config("[storage]\npath = \"otpd.sqlite3\"\n")
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    daemon.start();
+    let live_toml = daemon.dir().join("otpd.toml");
+    let out = otpd(
+        daemon.dir(),
+        &["apps", "list", "--config", arg(&live_toml)],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"dev\""),
+        "{}",
+        text(&out.stdout)
+    );
+}

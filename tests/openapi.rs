@@ -63,3 +63,41 @@ fn openapi_document_describes_only_and_all_routed_operations() {
         "every route documented ({operations} operations)"
     );
 }
+
+/// Collects the JSON pointer of every `required` array that OpenAPI 3.0 forbids:
+/// its Schema Object says `required` has `minItems: 1` and `uniqueItems: true`.
+fn bad_required(at: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                let here = format!("{at}/{key}");
+                if key == "required" {
+                    if let Some(items) = child.as_array() {
+                        let mut seen = std::collections::HashSet::new();
+                        let unique = items.iter().all(|i| seen.insert(i.to_string()));
+                        if items.is_empty() || !unique || !items.iter().all(|i| i.is_string()) {
+                            out.push(here.clone());
+                        }
+                    }
+                }
+                bad_required(&here, child, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                bad_required(&format!("{at}/{i}"), child, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn openapi_document_has_no_empty_or_duplicate_required_arrays() {
+    let fx = Fixture::start();
+    let resp = fx.call("GET", "/openapi.json").no_auth().send();
+    assert_eq!(resp.status, 200);
+    let mut bad = Vec::new();
+    bad_required("", &resp.body, &mut bad);
+    assert!(bad.is_empty(), "invalid `required` arrays: {bad:?}");
+}

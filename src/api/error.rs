@@ -43,6 +43,13 @@ pub enum ApiError {
         /// Request path.
         path: String,
     },
+    /// The request's header block is over the limit (431
+    /// `request_header_fields_too_large`).
+    #[error("the request headers are larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes (names, values and separators of every header).
+        limit: usize,
+    },
     /// Missing or wrong admin bearer token (401 `unauthorized`).
     #[error("missing or invalid admin token")]
     AdminUnauthorized,
@@ -85,6 +92,7 @@ impl ApiError {
         match self {
             ApiError::Runtime(e) => e.code(),
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             ApiError::RouteNotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::AdminUnauthorized | ApiError::ProviderUnauthorized => "unauthorized",
@@ -100,6 +108,7 @@ impl ApiError {
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::AdminUnauthorized | ApiError::ProviderUnauthorized => {

@@ -27,6 +27,7 @@ use super::ApiState;
 /// `delivery_report_type` is a 400); values — phone, text length, URL — are the
 /// runtime's rules and come back as 422s.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SendBody {
     /// Required: the spec marks no default, and silently texting over SMS when a
     /// client forgot the field would be a surprise (and a cost).
@@ -39,6 +40,7 @@ struct SendBody {
 
 /// `delivery_report` of `POST /v1/messages`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReportBody {
     webhook_url: String,
     delivery_report_type: Option<ReportType>,

@@ -81,6 +81,24 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
+/// The most header bytes a request may carry (every name and value plus `": "` and
+/// CRLF): actix-http itself accepts a single 100 KB header.
+pub const HEADER_LIMIT: usize = 32 * 1024;
+
+/// `Err(431)` when the header block of a request is over [`HEADER_LIMIT`].
+pub fn check_header_size(headers: &actix_web::http::header::HeaderMap) -> Result<(), ApiError> {
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > HEADER_LIMIT {
+        return Err(ApiError::HeadersTooLarge {
+            limit: HEADER_LIMIT,
+        });
+    }
+    Ok(())
+}
+
 /// Mounts every otpd route on `cfg`.
 ///
 /// Call it from `App::configure` or `Scope::configure`; it also sets the default

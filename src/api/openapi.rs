@@ -165,8 +165,14 @@ fn operations() -> Vec<Op> {
     ]
 }
 
+/// An object schema. OpenAPI 3.0 forbids an empty `required` array (`minItems: 1`),
+/// so it is left out when no property is required.
 fn obj(required: &[&str], props: Value) -> Value {
-    json!({"type": "object", "required": required, "properties": props})
+    let mut schema = json!({"type": "object", "properties": props});
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
 }
 
 fn schemas() -> Value {

@@ -21,6 +21,7 @@ use super::ApiState;
 
 /// Body of `POST /v1/otp/request`, `/send` and `/resend`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SendBody {
     phone_number: String,
     app_key: String,
@@ -54,6 +55,7 @@ impl SendBody {
 
 /// Body of `POST /v1/otp/verify`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VerifyBody {
     phone_number: String,
     app_key: String,
@@ -64,6 +66,7 @@ struct VerifyBody {
 
 /// Body of `POST /v1/otp/invalidate`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InvalidateBody {
     phone_number: String,
     app_key: String,
