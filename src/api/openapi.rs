@@ -144,7 +144,7 @@ fn operations() -> Vec<Op> {
         Op { method: "patch", path: "/v1/webhooks/{id}", summary: "Change url, events, status or description", tag: "webhooks", auth: ApiKey, body: Some("WebhookPatch"), query: &[], responses: vec![ok(200, "Updated", Some("Webhook")), webhook_404(), err(422, "validation_failed, invalid_callback_url")] },
         Op { method: "delete", path: "/v1/webhooks/{id}", summary: "Delete a webhook", tag: "webhooks", auth: ApiKey, body: None, query: &[], responses: vec![ok(204, "Deleted", None), webhook_404()] },
         Op { method: "get", path: "/v1/webhooks/{id}/secret", summary: "The signing secret", tag: "webhooks", auth: ApiKey, body: None, query: &[], responses: vec![ok(200, "Secret", Some("Secret")), webhook_404()] },
-        Op { method: "post", path: "/v1/webhooks/{id}/secret/rotate", summary: "Rotate the secret (previous one valid for the grace period)", tag: "webhooks", auth: ApiKey, body: None, query: &[], responses: vec![ok(200, "New secret", Some("Secret")), webhook_404()] },
+        Op { method: "post", path: "/v1/webhooks/{id}/secret/rotate", summary: "Rotate the secret (previous one valid for the grace period)", tag: "webhooks", auth: ApiKey, body: None, query: &[], responses: vec![ok(200, "New secret", Some("RotatedSecret")), webhook_404()] },
         Op { method: "post", path: "/v1/webhooks/{id}/recover", summary: "Retry failed deliveries created in a window", tag: "webhooks", auth: ApiKey, body: Some("Recover"), query: &[], responses: vec![ok(202, "Deliveries given a new attempt series", Some("Count")), webhook_404(), err(422, "validation_failed")] },
         Op { method: "post", path: "/v1/webhooks/{id}/test", summary: "Send a signed <service_type>.test event", tag: "webhooks", auth: ApiKey, body: None, query: &[], responses: vec![ok(202, "Queued", Some("DeliveryId")), webhook_404()] },
         Op { method: "get", path: "/v1/webhooks/{id}/deliveries", summary: "A webhook's deliveries", tag: "deliveries", auth: ApiKey, body: None, query: &[("status", "pending|succeeded|failed"), ("limit", "1–100, default 50"), ("cursor", "next_cursor of the previous page")], responses: vec![ok(200, "A page", Some("DeliveryPage")), webhook_404()] },
@@ -380,6 +380,14 @@ fn schemas() -> Value {
             ),
         ),
         ("Secret", obj(&["secret"], json!({"secret": s("string")}))),
+        (
+            "RotatedSecret",
+            obj(
+                &["secret", "previous_secret_expires_at"],
+                json!({"secret": s("string"),
+                    "previous_secret_expires_at": {"type": "string", "format": "date-time"}}),
+            ),
+        ),
         (
             "Recover",
             obj(&["since"], json!({"since": ts, "until": ts})),
