@@ -268,6 +268,15 @@ fn refused_delivery_report_url_is_invalid_callback_url_and_nothing_is_queued() {
         "https://user:pw@example.com/hook",
         "ftp://example.com/hook",
         "https://[::ffff:10.0.0.1]/hook",
+        "https:///hook",
+        "https://intranet/hook",
+        "https://hooks.internal/hook",
+        "https://metadata.google.internal/hook",
+        "https://printer.local./hook",
+        "https://api.test/hook",
+        "https://foo.example/hook",
+        "https://nas.home.arpa/hook",
+        "https://x.invalid/hook",
         "not a url",
     ] {
         fx.post(

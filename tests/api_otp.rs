@@ -180,6 +180,17 @@ fn callback_url_breaking_the_url_policy_is_refused_before_anything_is_sent() {
         "https://10.0.0.1/cb",
         "https://[::ffff:127.0.0.1]/cb",
         "https://0x7f.1/cb",
+        "https:///cb",
+        "https://intranet/cb",
+        "https://localhost./cb",
+        "https://hooks.internal/cb",
+        "https://metadata.google.internal/cb",
+        "https://printer.local./cb",
+        "https://api.test/cb",
+        "https://foo.example/cb",
+        "https://nas.home.arpa/cb",
+        "https://x.invalid/cb",
+        "https://a.localhost/cb",
         "not a url",
     ] {
         let resp = fx.post(

@@ -7,7 +7,13 @@
 //!   link-local, CGNAT, unspecified, multicast, broadcast, reserved, benchmarking and
 //!   documentation ranges are refused, also when wrapped in IPv4-mapped / -compatible /
 //!   NAT64 / 6to4 IPv6 forms;
-//! * the names `localhost` and `*.localhost` are refused without asking DNS;
+//! * names that can never be public are refused without asking DNS: `localhost` and
+//!   `*.localhost` (unless `allowed_cidrs` opens loopback), single-label hosts and the
+//!   special-use names `*.invalid`, `*.test`, `*.example`, `*.local`, `*.internal`,
+//!   `*.home.arpa` (unless `allowed_cidrs` opens private ranges; `*.invalid` and
+//!   `metadata.google.internal` never), with or without a trailing dot;
+//! * the URL must spell its authority (`https://host/…`): `https:///cb`, which the
+//!   WHATWG parser reads as host `cb`, is refused;
 //! * addresses inside `allowed_cidrs` are permitted even if otherwise refused (tests, on-prem).
 //!
 //! Enforcement happens twice:
@@ -51,6 +57,10 @@ pub enum UrlPolicyError {
     /// The host name itself is refused (e.g. `localhost`).
     #[error("host `{0}` is not allowed")]
     ForbiddenHost(String),
+    /// The host name can never be public: a single label, or a special-use name
+    /// (`.invalid`, `.test`, `.example`, `.local`, `.internal`, `.home.arpa`).
+    #[error("host `{0}` is not allowed: {1}")]
+    NonPublicName(String, &'static str),
     /// The URL is longer than [`MAX_URL_LEN`].
     #[error("URL is longer than {MAX_URL_LEN} characters")]
     TooLong,
@@ -163,6 +173,53 @@ fn is_refused_v6(ip: Ipv6Addr) -> bool {
         .any(|&(net, prefix)| in_v6(bits, net, prefix))
 }
 
+/// Special-use and private-use name suffixes that are never public DNS (RFC 6761,
+/// RFC 6762 `.local`, RFC 8375 `.home.arpa`, ICANN's `.internal`). Lower-case, no
+/// trailing dot; a name is one of them when it equals the suffix or ends with `.suffix`.
+const NON_PUBLIC_SUFFIXES: &[&str] = &[
+    "invalid",
+    "test",
+    "example",
+    "local",
+    "internal",
+    "home.arpa",
+];
+
+/// Names refused even when `allowed_cidrs` opens private destinations: they either
+/// cannot resolve at all or exist only to reach cloud instance metadata.
+const ALWAYS_REFUSED_NAMES: &[&str] = &["invalid", "metadata.google.internal"];
+
+fn has_suffix(name: &str, suffix: &str) -> bool {
+    name == suffix
+        || name
+            .strip_suffix(suffix)
+            .is_some_and(|head| head.ends_with('.'))
+}
+
+/// Why a (lower-cased, trailing-dot-free) name can never be a public destination.
+fn non_public_name(name: &str) -> Option<&'static str> {
+    if !name.contains('.') {
+        return Some("a single-label name is not a public host");
+    }
+    NON_PUBLIC_SUFFIXES
+        .iter()
+        .any(|s| has_suffix(name, s))
+        .then_some("a special-use name is not a public host")
+}
+
+/// Whether `raw` spells an authority: `scheme://` followed by a host. The WHATWG
+/// parser reads `https:///cb`, `https:/cb`, `https:cb` and `https:\\cb` as host `cb`;
+/// a URL that is handed out as a callback should say exactly where it goes.
+fn has_authority(raw: &str) -> bool {
+    let raw = raw.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
+    let Some((_, rest)) = raw.split_once(':') else {
+        return false;
+    };
+    rest.strip_prefix("//")
+        .and_then(|r| r.chars().next())
+        .is_some_and(|c| !matches!(c, '/' | '\\' | '?' | '#'))
+}
+
 /// `localhost`, `*.localhost` (RFC 6761) and the usual /etc/hosts loopback aliases.
 /// Expects a lower-cased name; trailing dots are ignored.
 fn is_localhost_name(name: &str) -> bool {
@@ -213,6 +270,9 @@ impl UrlPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlPolicyError::UserInfo);
         }
+        if !has_authority(raw) {
+            return Err(UrlPolicyError::MissingHost);
+        }
         match url.host() {
             None => return Err(UrlPolicyError::MissingHost),
             Some(Host::Ipv4(v4)) => self.check_ip(IpAddr::V4(v4))?,
@@ -240,10 +300,38 @@ impl UrlPolicy {
             return self.check_ip(ip);
         }
         let lower = trimmed.to_ascii_lowercase();
-        if is_localhost_name(&lower) && !self.cidr_allows(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
-            return Err(UrlPolicyError::ForbiddenHost(lower));
+        if is_localhost_name(&lower) {
+            let loopback_allowed = self.cidr_allows(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                || self.cidr_allows(IpAddr::V6(Ipv6Addr::LOCALHOST));
+            return if loopback_allowed {
+                Ok(())
+            } else {
+                Err(UrlPolicyError::ForbiddenHost(lower))
+            };
+        }
+        if ALWAYS_REFUSED_NAMES.iter().any(|n| has_suffix(&lower, n)) {
+            return Err(UrlPolicyError::NonPublicName(
+                lower,
+                "a name that is never public",
+            ));
+        }
+        // With `allowed_cidrs` opening ranges beyond loopback (a private deployment),
+        // internal names may resolve into them; the connect-time check still judges
+        // every address. Loopback alone (the usual test set-up) opens no names.
+        if let Some(why) = non_public_name(&lower) {
+            if !self.opens_private_ranges() {
+                return Err(UrlPolicyError::NonPublicName(lower, why));
+            }
         }
         Ok(())
+    }
+
+    /// Whether `allowed_cidrs` holds a range that is not only loopback.
+    fn opens_private_ranges(&self) -> bool {
+        self.allowed_cidrs.iter().any(|net| match net {
+            ipnet::IpNet::V4(n) => !n.network().is_loopback() || n.prefix_len() < 8,
+            ipnet::IpNet::V6(n) => !(n.network().is_loopback() && n.prefix_len() == 128),
+        })
     }
 
     /// Is this address permitted as a destination (allowed_cidrs first, then the refused ranges, unwrapping mapped/compatible/NAT64/6to4 forms)?
@@ -497,6 +585,91 @@ mod tests {
             ("https://foo.localhost/", false),
             ("https://a.b.LocalHost./", false),
             ("https://%6c%6f%63%61%6c%68%6f%73%74/", false),
+            // --- empty authority: the parser would read the path as the host ---
+            ("https:///cb", false),
+            ("https:////cb", false),
+            ("https:/cb", false),
+            ("https:cb", false),
+            ("https:\\\\cb/", false),
+            ("https:/\\cb/", false),
+            ("https:///example.com/cb", false),
+            ("HTTPS:///Example.COM/cb", false),
+            ("https://?x=1", false),
+            ("https://#frag", false),
+            // --- single-label hosts ---
+            ("https://intranet/", false),
+            ("https://intranet./", false),
+            ("https://INTRANET:8443/cb", false),
+            ("https://cb/", false),
+            ("https://metadata/", false),
+            ("https://router/admin", false),
+            ("https://com/", false),
+            ("https://com./", false),
+            ("https://xn--e1afmkfd/", false),
+            ("https://%69ntranet/", false),
+            // --- special-use and private-use names, with and without a trailing dot ---
+            ("https://invalid/", false),
+            ("https://foo.invalid/", false),
+            ("https://foo.invalid./", false),
+            ("https://a.b.INVALID/", false),
+            ("https://test/", false),
+            ("https://foo.test/", false),
+            ("https://foo.test./", false),
+            ("https://api.staging.TEST/cb", false),
+            ("https://example/", false),
+            ("https://foo.example/", false),
+            ("https://foo.example./", false),
+            ("https://hooks.Example/", false),
+            ("https://local/", false),
+            ("https://printer.local/", false),
+            ("https://printer.local./", false),
+            ("https://Printer.LOCAL:631/", false),
+            ("https://internal/", false),
+            ("https://billing.internal/", false),
+            ("https://billing.internal./", false),
+            ("https://a.b.c.INTERNAL/x", false),
+            (
+                "https://metadata.google.internal/computeMetadata/v1/",
+                false,
+            ),
+            ("https://metadata.google.internal./", false),
+            ("https://METADATA.GOOGLE.INTERNAL/", false),
+            ("https://home.arpa/", false),
+            ("https://nas.home.arpa/", false),
+            ("https://nas.home.arpa./", false),
+            ("https://NAS.Home.Arpa/", false),
+            ("https://x.y.home.arpa:8443/", false),
+            ("https://%66oo.test/", false),
+            ("https://foo.te%73t/", false),
+            // --- localhost, more spellings ---
+            ("https://localhost.localdomain/", false),
+            ("https://ip6-localhost/", false),
+            ("https://ip6-loopback/", false),
+            ("https://api.localhost./", false),
+            // --- public names that only look special: accepted ---
+            ("https://example.com/", true),
+            ("https://example.com./", true),
+            ("https://www.example.org/", true),
+            ("https://test.com/", true),
+            ("https://test.example.com/", true),
+            ("https://local.example.net/", true),
+            ("https://internal.example.io/", true),
+            ("https://invalid.example.com/", true),
+            ("https://foo.testing/", true),
+            ("https://foo.examples/", true),
+            ("https://foo.locals/", true),
+            ("https://myinternal.com/", true),
+            ("https://homearpa.com/", true),
+            ("https://arpa.example.com/", true),
+            ("https://home.arpa.example.com/", true),
+            ("https://metadata.google.com/", true),
+            ("https://google.internal.example.com/", true),
+            ("https://localhostname.com/", true),
+            ("https://does-not-exist-otpd-xyz.example.com/", true),
+            ("https://a-b.c-d.co.tz/cb", true),
+            ("https://hooks.slack.com/services/T000/B000/XXXX", true),
+            ("https://api.example.com:8443/v1/cb?token=abc", true),
+            ("https://xn--e1afmkfd.xn--p1ai/", true),
             // --- allowed ---
             ("https://93.184.216.34/cb", true),
             ("https://[2606:4700:4700::1111]/", true),
@@ -514,7 +687,7 @@ mod tests {
             ("https://hooks.localhost.example.com/", true),
             ("https://例え.jp/", true),
         ];
-        assert!(rows.len() >= 45, "table too short: {}", rows.len());
+        assert!(rows.len() >= 150, "table too short: {}", rows.len());
         let policy = UrlPolicy::default();
         let mut failures = Vec::new();
         for (url, allowed) in rows {
@@ -699,6 +872,55 @@ mod tests {
         assert!(p.check_url("https://10.0.0.1/").is_err());
     }
 
+    #[test]
+    fn private_deployments_may_name_internal_hosts_but_never_metadata_or_invalid() {
+        let private = UrlPolicy::new(false, vec![net("10.0.0.0/8")]);
+        for url in [
+            "https://billing.internal/cb",
+            "https://billing/cb",
+            "https://nas.home.arpa./",
+            "https://printer.local/",
+            "https://api.test/",
+        ] {
+            assert!(
+                private.check_url(url).is_ok(),
+                "{url} with private CIDRs open"
+            );
+            assert!(
+                matches!(
+                    UrlPolicy::default().check_url(url),
+                    Err(UrlPolicyError::NonPublicName(..))
+                ),
+                "{url} by default"
+            );
+        }
+        for url in [
+            "https://metadata.google.internal/",
+            "https://foo.invalid/",
+            "https:///cb",
+        ] {
+            assert!(private.check_url(url).is_err(), "{url} is never allowed");
+        }
+        // Opening private ranges does not open loopback names.
+        assert!(private.check_url("https://localhost/").is_err());
+        // Opening loopback alone (tests) opens no internal names.
+        let loopback = loopback_policy(true);
+        assert!(loopback.check_url("http://localhost:9000/").is_ok());
+        for url in [
+            "https://billing.internal/",
+            "https://intranet/",
+            "http://foo.test/",
+        ] {
+            assert!(
+                matches!(
+                    loopback.check_url(url),
+                    Err(UrlPolicyError::NonPublicName(..))
+                ),
+                "{url} with loopback open"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn check_url_resolved_rules() {
         let p = UrlPolicy::default();
@@ -712,10 +934,10 @@ mod tests {
         ));
         // IP literals skip DNS.
         assert!(p.check_url_resolved("https://93.184.216.34/").await.is_ok());
-        // Unresolvable names fail closed (.invalid is guaranteed never to resolve).
+        // .invalid never resolves: refused by name, before any lookup.
         assert!(matches!(
             p.check_url_resolved("https://no-such-host.invalid/").await,
-            Err(UrlPolicyError::ResolveFailed(_))
+            Err(UrlPolicyError::NonPublicName(..))
         ));
         // A policy that relaxes the name rule (127/8 allowed) still checks every address.
         let lp = loopback_policy(false);
