@@ -102,42 +102,21 @@ impl Pruner {
         let limit = config.batch_rows;
         if config.delivery_log_days > 0 {
             let before = horizon_ms(now, config.delivery_log_days * 24);
-            for _ in 0..MAX_STEPS_PER_TABLE {
-                let from = self.deliveries.at;
-                let step = snapshot
-                    .write_with(move |c| prune_deliveries(c, before, from, limit))
-                    .await?;
-                self.deliveries.advance(&step);
-                pruned.deliveries += step.deleted;
-                if step.done {
-                    break;
-                }
-            }
-            for _ in 0..MAX_STEPS_PER_TABLE {
-                let from = self.events.at;
-                let step = snapshot
-                    .write_with(move |c| prune_events(c, before, from, limit))
-                    .await?;
-                self.events.advance(&step);
-                pruned.events += step.deleted;
-                if step.done {
-                    break;
-                }
-            }
+            pruned.deliveries = walk_table(
+                snapshot,
+                &mut self.deliveries,
+                prune_deliveries,
+                before,
+                limit,
+            )
+            .await?;
+            pruned.events =
+                walk_table(snapshot, &mut self.events, prune_events, before, limit).await?;
         }
         if config.messages_days > 0 {
             let before = horizon_ms(now, config.messages_days * 24);
-            for _ in 0..MAX_STEPS_PER_TABLE {
-                let from = self.messages.at;
-                let step = snapshot
-                    .write_with(move |c| prune_messages(c, before, from, limit))
-                    .await?;
-                self.messages.advance(&step);
-                pruned.messages += step.deleted;
-                if step.done {
-                    break;
-                }
-            }
+            pruned.messages =
+                walk_table(snapshot, &mut self.messages, prune_messages, before, limit).await?;
         }
         if config.finished_flakes_hours > 0 {
             let before = horizon_ms(now, config.finished_flakes_hours);
@@ -170,6 +149,50 @@ impl Pruner {
     }
 }
 
+/// One step of a rowid table: `(connection, before ms, after rowid, limit)`.
+type RowidStep = fn(&Connection, i64, i64, usize) -> Result<Step<i64>, StorageError>;
+
+/// Steps `prune` through a rowid table from `cursor` until it reaches rows too young
+/// (at most [`MAX_STEPS_PER_TABLE`] steps, each one writer op); returns rows deleted.
+async fn walk_table(
+    snapshot: &Snapshot,
+    cursor: &mut RowidCursor,
+    prune: RowidStep,
+    before: i64,
+    limit: usize,
+) -> Result<u64, StorageError> {
+    let mut deleted = 0;
+    for _ in 0..MAX_STEPS_PER_TABLE {
+        let from = cursor.at;
+        let step = snapshot
+            .write_with(move |c| prune(c, before, from, limit))
+            .await?;
+        cursor.advance(&step);
+        deleted += step.deleted;
+        if step.done {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+/// `(rowid, id, status, created_at)` of up to `limit` rows after rowid `from`; `sql`
+/// selects exactly those four columns with `?1` = from and `?2` = limit.
+fn rowid_page(
+    conn: &Connection,
+    sql: &str,
+    from: i64,
+    limit: usize,
+) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
+    let rows = conn
+        .prepare_cached(sql)?
+        .query_map(params![from, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 fn horizon_ms(now: DateTime<Utc>, hours: u64) -> i64 {
     let hours = i64::try_from(hours).unwrap_or(i64::MAX / 3_600_000);
     now.timestamp_millis()
@@ -183,15 +206,13 @@ fn prune_deliveries(
     from: i64,
     limit: usize,
 ) -> Result<Step<i64>, StorageError> {
-    let rows: Vec<(i64, String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT rowid, delivery_id, status, created_at FROM deliveries
-             WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-        )?
-        .query_map(params![from, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let rows = rowid_page(
+        conn,
+        "SELECT rowid, delivery_id, status, created_at FROM deliveries
+         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        from,
+        limit,
+    )?;
     walk(rows.len() < limit, from, rows, before, "pending", |id| {
         conn.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?
             .execute([id])?;
@@ -208,15 +229,13 @@ fn prune_events(
     from: i64,
     limit: usize,
 ) -> Result<Step<i64>, StorageError> {
-    let rows: Vec<(i64, String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT rowid, event_id, '', created_at FROM events
-             WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-        )?
-        .query_map(params![from, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let rows = rowid_page(
+        conn,
+        "SELECT rowid, event_id, '', created_at FROM events
+         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        from,
+        limit,
+    )?;
     walk(rows.len() < limit, from, rows, before, "-", |id| {
         let n = conn
             .prepare_cached(
@@ -235,15 +254,13 @@ fn prune_messages(
     from: i64,
     limit: usize,
 ) -> Result<Step<i64>, StorageError> {
-    let rows: Vec<(i64, String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT rowid, message_id, status, created_at FROM messages
-             WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-        )?
-        .query_map(params![from, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let rows = rowid_page(
+        conn,
+        "SELECT rowid, message_id, status, created_at FROM messages
+         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        from,
+        limit,
+    )?;
     walk(rows.len() < limit, from, rows, before, "queued", |id| {
         conn.prepare_cached("DELETE FROM messages WHERE message_id = ?1")?
             .execute([id])?;
