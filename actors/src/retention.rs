@@ -7,7 +7,7 @@
 //! | table | pruned when | never pruned |
 //! |---|---|---|
 //! | `deliveries`, `delivery_attempts` | created before the delivery-log horizon and not pending | a pending delivery |
-//! | `events` | created before the delivery-log horizon and no delivery row refers to it | an event of any remaining delivery |
+//! | `events` | with the last of its deliveries | an event of any remaining delivery |
 //! | `messages` | created before the messages horizon and not queued | a queued message |
 //! | `otp_state` | its last send, expiry and finish are all `finished_flakes_hours` old, and its flake is not pending (or has expired) | a pending flake; a flake whose rate-limit windows still count |
 //!
@@ -51,6 +51,8 @@ struct Step<C> {
     done: bool,
     /// The first row kept because of its status (rowid walks only).
     first_kept: Option<i64>,
+    /// Rows of a dependent table deleted with them (events, for deliveries).
+    also: u64,
 }
 
 /// A rowid walk's position: the last rowid looked at, and the first row kept since
@@ -79,7 +81,6 @@ impl RowidCursor {
 #[derive(Debug, Default)]
 pub(crate) struct Pruner {
     deliveries: RowidCursor,
-    events: RowidCursor,
     messages: RowidCursor,
     /// Last `(app_id, phone)` looked at; `None` = from the start.
     flakes: Option<(String, String)>,
@@ -88,6 +89,10 @@ pub(crate) struct Pruner {
 /// Steps a round may take per table, so one round stays bounded even when a backlog
 /// is large (the next round goes on from the cursor).
 const MAX_STEPS_PER_TABLE: usize = 200;
+
+/// How far (in rowids) another delivery of the same event can sit from one being
+/// pruned: an outbox write inserts an event's deliveries one after another.
+const EVENT_NEIGHBOURS: i64 = 64;
 
 impl Pruner {
     /// One round: steps through each table until it reaches rows too young to prune,
@@ -102,7 +107,7 @@ impl Pruner {
         let limit = config.batch_rows;
         if config.delivery_log_days > 0 {
             let before = horizon_ms(now, config.delivery_log_days * 24);
-            pruned.deliveries = walk_table(
+            (pruned.deliveries, pruned.events) = walk_table(
                 snapshot,
                 &mut self.deliveries,
                 prune_deliveries,
@@ -110,12 +115,10 @@ impl Pruner {
                 limit,
             )
             .await?;
-            pruned.events =
-                walk_table(snapshot, &mut self.events, prune_events, before, limit).await?;
         }
         if config.messages_days > 0 {
             let before = horizon_ms(now, config.messages_days * 24);
-            pruned.messages =
+            (pruned.messages, _) =
                 walk_table(snapshot, &mut self.messages, prune_messages, before, limit).await?;
         }
         if config.finished_flakes_hours > 0 {
@@ -153,15 +156,17 @@ impl Pruner {
 type RowidStep = fn(&Connection, i64, i64, usize) -> Result<Step<i64>, StorageError>;
 
 /// Steps `prune` through a rowid table from `cursor` until it reaches rows too young
-/// (at most [`MAX_STEPS_PER_TABLE`] steps, each one writer op); returns rows deleted.
+/// (at most [`MAX_STEPS_PER_TABLE`] steps, each one writer op); returns rows deleted
+/// and dependent rows deleted with them.
 async fn walk_table(
     snapshot: &Snapshot,
     cursor: &mut RowidCursor,
     prune: RowidStep,
     before: i64,
     limit: usize,
-) -> Result<u64, StorageError> {
+) -> Result<(u64, u64), StorageError> {
     let mut deleted = 0;
+    let mut also = 0;
     for _ in 0..MAX_STEPS_PER_TABLE {
         let from = cursor.at;
         let step = snapshot
@@ -169,11 +174,12 @@ async fn walk_table(
             .await?;
         cursor.advance(&step);
         deleted += step.deleted;
+        also += step.also;
         if step.done {
             break;
         }
     }
-    Ok(deleted)
+    Ok((deleted, also))
 }
 
 /// `(rowid, id, status, created_at)` of up to `limit` rows after rowid `from`; `sql`
@@ -213,38 +219,34 @@ fn prune_deliveries(
         from,
         limit,
     )?;
-    walk(rows.len() < limit, from, rows, before, "pending", |id| {
-        conn.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?
-            .execute([id])?;
-        conn.prepare_cached("DELETE FROM deliveries WHERE delivery_id = ?1")?
-            .execute([id])?;
-        Ok(true)
-    })
-}
-
-/// Deletes events created before `before` that no delivery refers to.
-fn prune_events(
-    conn: &Connection,
-    before: i64,
-    from: i64,
-    limit: usize,
-) -> Result<Step<i64>, StorageError> {
-    let rows = rowid_page(
-        conn,
-        "SELECT rowid, event_id, '', created_at FROM events
-         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    let mut events = 0;
+    let mut step = walk(
+        rows.len() < limit,
         from,
-        limit,
-    )?;
-    walk(rows.len() < limit, from, rows, before, "-", |id| {
-        let n = conn
+        rows,
+        before,
+        "pending",
+        |rowid, id| {
+            let event_id: String = conn
+                .prepare_cached("SELECT event_id FROM deliveries WHERE rowid = ?1")?
+                .query_row([rowid], |r| r.get(0))?;
+            conn.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?
+                .execute([id])?;
+            conn.prepare_cached("DELETE FROM deliveries WHERE rowid = ?1")?
+                .execute([rowid])?;
+            // An event's deliveries are inserted with it, in one outbox write, so any
+            // other delivery of this event sits at a neighbouring rowid: no index needed.
+            events += conn
             .prepare_cached(
-                "DELETE FROM events WHERE event_id = ?1
-                 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
+                "DELETE FROM events WHERE event_id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries
+                 WHERE rowid BETWEEN ?2 - ?3 AND ?2 + ?3 AND event_id = ?1)",
             )?
-            .execute([id])?;
-        Ok(n > 0)
-    })
+            .execute(params![event_id, rowid, EVENT_NEIGHBOURS])? as u64;
+            Ok(true)
+        },
+    )?;
+    step.also = events;
+    Ok(step)
 }
 
 /// Deletes messages created before `before` that are no longer queued.
@@ -261,7 +263,7 @@ fn prune_messages(
         from,
         limit,
     )?;
-    walk(rows.len() < limit, from, rows, before, "queued", |id| {
+    walk(rows.len() < limit, from, rows, before, "queued", |_, id| {
         conn.prepare_cached("DELETE FROM messages WHERE message_id = ?1")?
             .execute([id])?;
         Ok(true)
@@ -277,20 +279,21 @@ fn walk(
     rows: Vec<(i64, String, String, i64)>,
     before: i64,
     keep: &str,
-    mut delete: impl FnMut(&str) -> Result<bool, StorageError>,
+    mut delete: impl FnMut(i64, &str) -> Result<bool, StorageError>,
 ) -> Result<Step<i64>, StorageError> {
     let mut step = Step {
         deleted: 0,
         next: from,
         done: short_page,
         first_kept: None,
+        also: 0,
     };
     for (rowid, id, status, created_at) in rows {
         if created_at >= before {
             step.done = true;
             return Ok(step);
         }
-        if status != keep && delete(&id)? {
+        if status != keep && delete(rowid, &id)? {
             step.deleted += 1;
         } else {
             step.first_kept.get_or_insert(rowid);
@@ -356,6 +359,7 @@ fn prune_flakes(
         next: if done { None } else { last },
         done,
         first_kept: None,
+        also: 0,
     })
 }
 

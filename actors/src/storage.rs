@@ -356,13 +356,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_app ON deliveries(app_id, created_at);
 CREATE INDEX IF NOT EXISTS deliveries_webhook ON deliveries(webhook_id, created_at);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(status) WHERE status = 'pending';
--- Version 4: retention asks whether any delivery still refers to an event.
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
 CREATE TABLE IF NOT EXISTS delivery_attempts (
     delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL, at INTEGER NOT NULL,
     status_code INTEGER, error TEXT, duration_ms INTEGER NOT NULL,
     PRIMARY KEY (delivery_id, attempt)) WITHOUT ROWID;
-PRAGMA user_version = 4;
+PRAGMA user_version = 3;
 "#;
 
 impl Snapshot {

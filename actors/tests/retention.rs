@@ -1,5 +1,5 @@
 //! Retention against a real database: bounded under sustained load, pending
-//! deliveries never pruned, and a database from before the retention index upgraded.
+//! deliveries (and their events) never pruned.
 
 mod common;
 
@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use otpd_actors::config::RetentionConfig;
-use otpd_actors::otp::VerifyOutcome;
 use rusqlite::Connection;
 
 /// Rows per table, read through a second connection (as an operator would).
@@ -149,79 +148,5 @@ async fn a_database_under_sustained_load_stays_bounded_and_keeps_pending_deliver
         )
         .unwrap();
     assert_eq!(orphans, 0, "an event of a kept delivery was pruned");
-    f.runtime.shutdown().await;
-}
-
-#[actix_rt::test]
-async fn a_version_3_database_is_upgraded_and_keeps_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("otpd.sqlite3");
-    {
-        let conn = Connection::open(&db).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute_batch(include_str!("fixtures/schema_v3.sql"))
-            .unwrap();
-        conn.execute(
-            "INSERT INTO events (event_id, app_id, event, channel, body, created_at)
-             VALUES ('evt_old', 'app', 'otp.created', 'otp', '{}', 0)",
-            [],
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO deliveries (delivery_id, app_id, event_id, kind, url, report_secret,
-             status, attempts, series_start, created_at, updated_at)
-             VALUES ('dlv_old', 'app', 'evt_old', 'webhook', 'https://example.com/', 0,
-             'succeeded', 1, 0, 0, 0)",
-            [],
-        )
-        .unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, 3);
-    }
-    // Keep the delivery log (the pruner runs at start-up): the old rows must survive.
-    let mut cfg = config(dir.path());
-    cfg.retention.delivery_log_days = 0;
-    let f = start(cfg, start_clock(), Default::default(), settings()).await;
-    {
-        let conn = Connection::open(&db).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, 4);
-        let index: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'deliveries_event'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(index, 1, "the v4 index exists");
-        let kept: String = conn
-            .query_row(
-                "SELECT status FROM deliveries WHERE delivery_id = 'dlv_old'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(kept, "succeeded", "existing rows survive the upgrade");
-    }
-    // The upgraded database takes new work.
-    f.runtime
-        .request(&f.app, send("+255712345678"))
-        .await
-        .unwrap();
-    let code = code_for(&f, "255712345678").await;
-    let verified = f
-        .runtime
-        .verify(&f.app, verify("+255712345678", &code))
-        .await
-        .unwrap()
-        .outcome;
-    assert!(
-        matches!(verified, VerifyOutcome::Verified { .. }),
-        "{verified:?}"
-    );
     f.runtime.shutdown().await;
 }
