@@ -28,14 +28,14 @@ use crate::otp::{
     CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, VerifyOutcome,
 };
 use crate::otp_actor::{
-    Invalidate, Issue, IssueDone, OtpActor, PendingSend, Reload, ResumeSend, Shared, Status, Verify,
+    Invalidate, Issue, IssueDone, OtpActor, Reload, ResumeSend, Shared, Status, Verify,
 };
 use crate::phone::Phone;
 use crate::provider::{HttpProvider, LogProvider, Provider};
 use crate::ratelimit::AppLimiter;
 use crate::registry::Registry;
 use crate::secrets::{Digest32, Pepper};
-use crate::sender::MessageSender;
+use crate::sender::{MessageSender, PendingSend};
 use crate::webhooks::WebhookDirectory;
 
 mod apps;
