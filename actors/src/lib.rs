@@ -15,13 +15,13 @@
 //! | `otp.rs` | the OTP rules of SPEC section 4 as plain functions over [`otp::OtpRecord`] |
 //! | `otp_actor.rs` | [`otp_actor::OtpActor`]: the one writer per (app, phone), supervised; emits `otp.*`/`flake.*` |
 //! | `message_actor.rs` | [`message_actor::MessageActor`]: the one writer per message; rank guard, channel events, delivery reports |
-//! | `delivery.rs` | the delivery engine: `Dispatcher`, one `DeliveryActor` per endpoint, retries, pause, signed attempts |
-//! | `events.rs` | the event catalogue and the one envelope |
+//! | `delivery/` | the delivery engine: `model.rs` (the delivery records storage persists), `actor.rs` (one `DeliveryActor` per endpoint, one signed attempt), `dispatcher.rs` (`Dispatcher`, endpoint health and pause), `retry.rs` ([`delivery::RetrySchedule`], also the sender's) |
+//! | `events/` | `mod.rs`: the event catalogue and the one envelope; `outbox.rs`: [`events::Outbox`], the events and deliveries an action commits |
 //! | `signing.rs` | `X-Otpd-Signature` and Standard Webhooks signatures |
 //! | `webhooks.rs` | registered webhooks and their in-memory directory |
 //! | `registry.rs` | get-or-spawn of actors over one arbiter per core; idle reaping |
 //! | `storage.rs` | [`storage::Snapshot`]: the SQLite writer thread, group commit, schema, loaders |
-//! | `sender.rs` | hands committed messages to the provider, with retries |
+//! | `sender.rs` | `PendingSend` and the sender that hands committed messages to the provider, retrying on the delivery `RetrySchedule` |
 //! | `provider.rs` | the [`Provider`] trait, `log` and `http` providers |
 //! | `message.rs` | message records, statuses and the status-rank guard |
 //! | `ratelimit.rs` | the app-wide per-minute send cap |

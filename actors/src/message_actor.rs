@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Durability;
-use crate::delivery::{Delivery, DeliveryKind, Dispatcher, Outbox};
+use crate::delivery::{Delivery, DeliveryKind, Dispatcher};
 use crate::error::Error;
-use crate::events::{Event, ServiceType};
+use crate::events::{Event, Outbox, ServiceType};
 use crate::message::{status_applies, MessageRecord, MessageStatus, ReportType};
 use crate::registry::Registry;
 use crate::storage::{load_message_any, Change, Snapshot, Ticket};

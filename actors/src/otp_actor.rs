@@ -20,9 +20,8 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::clock::{to_millis, Clock};
-use crate::delivery::Outbox;
 use crate::error::Error;
-use crate::events::{self, ServiceType};
+use crate::events::{self, Outbox, ServiceType};
 use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
 use crate::otp::{
     CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, OtpRecord, VerifyOutcome,
@@ -30,6 +29,7 @@ use crate::otp::{
 use crate::provider::OutboundMessage;
 use crate::ratelimit::AppLimiter;
 use crate::secrets::{generate_code, Pepper};
+use crate::sender::PendingSend;
 use crate::storage::{load_otp, Change, Snapshot, Ticket};
 use crate::webhooks::WebhookDirectory;
 
@@ -43,15 +43,6 @@ pub(crate) struct Shared {
     pub(crate) live_actors: AtomicI64,
     /// Registered webhooks (events are addressed when they are created).
     pub(crate) webhooks: Arc<WebhookDirectory>,
-}
-
-/// A message that must go out once its queued record is committed.
-#[derive(Debug, Clone)]
-pub struct PendingSend {
-    /// The queued record (as committed).
-    pub record: MessageRecord,
-    /// The text and addressing for the provider.
-    pub outbound: OutboundMessage,
 }
 
 /// The actor. See the module docs.

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use actix::ArbiterHandle;
 
 use crate::clock::Clock;
+use crate::delivery::RetrySchedule;
 use crate::message::{MessageRecord, MessageStatus};
 use crate::message_actor::{MessageBook, StatusUpdate};
-use crate::otp_actor::PendingSend;
-use crate::provider::Provider;
+use crate::provider::{OutboundMessage, Provider};
 
 /// How soon after the commit (dispatch) the sender may seed the message's actor with
 /// the record it holds. Any actor a status report made since the commit was touched
@@ -61,12 +61,21 @@ impl FailureLog {
     }
 }
 
+/// A message that must go out once its queued record is committed.
+#[derive(Debug, Clone)]
+pub struct PendingSend {
+    /// The queued record (as committed).
+    pub record: MessageRecord,
+    /// The text and addressing for the provider.
+    pub outbound: OutboundMessage,
+}
+
 /// Sends messages through the configured provider.
 pub(crate) struct MessageSender {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) book: Arc<MessageBook>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) retry_schedule: Vec<Duration>,
+    pub(crate) retry_schedule: RetrySchedule,
     pub(crate) arbiters: Vec<ArbiterHandle>,
     pub(crate) next: AtomicUsize,
     /// Rate limit for WARNs about provider failures.
@@ -98,9 +107,9 @@ impl MessageSender {
         let PendingSend { record, outbound } = pending;
         let mut last_error = String::new();
         let mut attempts = record.attempts;
-        for attempt in 0..=self.retry_schedule.len() {
-            if attempt > 0 {
-                self.clock.sleep(self.retry_schedule[attempt - 1]).await;
+        for failed in 0..self.retry_schedule.attempts() {
+            if let Some(delay) = self.retry_schedule.next_delay(failed, None) {
+                self.clock.sleep(delay).await;
             }
             attempts += 1;
             let provider = self.provider.name();

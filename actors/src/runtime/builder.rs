@@ -13,7 +13,7 @@ use super::{Runtime, RuntimeParts, RECOVER_MAX_BACKLOG, RECOVER_PAGE};
 use crate::apps::AppDirectory;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ProviderKind, RuntimeConfig};
-use crate::delivery::{DeliveryContext, Dispatcher};
+use crate::delivery::{DeliveryContext, Dispatcher, RetrySchedule};
 use crate::error::Error;
 use crate::message_actor::{MessageBook, MessageShared};
 use crate::otp_actor::Shared;
@@ -167,12 +167,7 @@ impl RuntimeBuilder {
             provider,
             book: book.clone(),
             clock: clock.clone(),
-            retry_schedule: config
-                .delivery
-                .retry_schedule_secs
-                .iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect(),
+            retry_schedule: RetrySchedule::from_secs(&config.delivery.retry_schedule_secs),
             arbiters: handles.clone(),
             next: AtomicUsize::new(0),
             failures: Default::default(),

@@ -7,9 +7,9 @@ use crate::app::App;
 use crate::error::Error;
 use crate::message::{Channel, MessageRecord, MessageStatus, Purpose, ReportTarget, ReportType};
 use crate::message_actor::{Applied, StatusUpdate};
-use crate::otp_actor::PendingSend;
 use crate::phone::Phone;
 use crate::provider::OutboundMessage;
+use crate::sender::PendingSend;
 use crate::storage::{self, Change};
 
 /// `POST /v1/messages` input.

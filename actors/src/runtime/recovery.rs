@@ -5,8 +5,9 @@ use super::Runtime;
 use crate::error::Error;
 use crate::message::{MessageRecord, MessageStatus, Purpose};
 use crate::otp::OtpKey;
-use crate::otp_actor::{PendingSend, ResumeSend};
+use crate::otp_actor::ResumeSend;
 use crate::phone::Phone;
+use crate::sender::PendingSend;
 use crate::storage::{self, Change};
 
 impl Runtime {

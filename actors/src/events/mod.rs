@@ -3,6 +3,11 @@
 //! An [`Event`] is rendered to its body bytes once, when it is created; every
 //! attempt and every manual retry sends those exact bytes, so signatures and the
 //! `evt_` id are stable. Payloads never carry the code.
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `mod.rs` | [`ServiceType`] and its event catalogue, the [`Event`] envelope, the payload builders |
+//! | `outbox.rs` | [`Outbox`]: the events and deliveries an action produced, committed with it |
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +20,10 @@ use uuid::Uuid;
 
 use crate::clock::rfc3339;
 use crate::secrets::random_hex;
+
+mod outbox;
+
+pub use outbox::Outbox;
 
 /// The routes and webhook kinds events travel on (`channel` in the envelope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
