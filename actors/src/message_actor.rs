@@ -66,7 +66,7 @@ pub struct Applied {
 }
 
 /// What message actors share.
-pub(crate) struct MessageShared {
+pub(crate) struct MessageContext {
     pub(crate) snapshot: Snapshot,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) webhooks: Arc<WebhookDirectory>,
@@ -79,7 +79,7 @@ pub struct MessageActor {
     id: Uuid,
     /// `None` until loaded, or when no such message exists.
     record: Option<MessageRecord>,
-    shared: Arc<MessageShared>,
+    shared: Arc<MessageContext>,
 }
 
 impl Actor for MessageActor {
@@ -87,7 +87,7 @@ impl Actor for MessageActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if self.record.is_some() {
-            // Seeded with the committed record by the sender (see `MessageBook::apply`).
+            // Seeded with the committed record by the sender (see `MessageRouter::apply`).
             return;
         }
         let snapshot = self.shared.snapshot.clone();
@@ -218,14 +218,14 @@ fn status_events(webhooks: &WebhookDirectory, rec: &MessageRecord, now: DateTime
 }
 
 /// Routes status updates to message actors and settles their commits.
-pub(crate) struct MessageBook {
+pub(crate) struct MessageRouter {
     registry: Registry<Uuid, MessageActor>,
-    shared: Arc<MessageShared>,
+    shared: Arc<MessageContext>,
 }
 
-impl MessageBook {
-    pub(crate) fn new(shared: MessageShared, arbiters: Vec<ArbiterHandle>) -> MessageBook {
-        MessageBook {
+impl MessageRouter {
+    pub(crate) fn new(shared: MessageContext, arbiters: Vec<ArbiterHandle>) -> MessageRouter {
+        MessageRouter {
             registry: Registry::new(arbiters),
             shared: Arc::new(shared),
         }

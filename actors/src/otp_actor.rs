@@ -34,7 +34,7 @@ use crate::storage::{load_otp, Change, Snapshot, Ticket};
 use crate::webhooks::WebhookDirectory;
 
 /// What every OTP actor shares: time, storage, the pepper and the app-wide limiter.
-pub(crate) struct Shared {
+pub(crate) struct OtpContext {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) snapshot: Snapshot,
     pub(crate) pepper: Pepper,
@@ -50,11 +50,11 @@ pub struct OtpActor {
     key: OtpKey,
     /// `None` until loaded (or when the load failed).
     record: Option<OtpRecord>,
-    shared: Arc<Shared>,
+    shared: Arc<OtpContext>,
 }
 
 impl OtpActor {
-    pub(crate) fn new(key: OtpKey, shared: Arc<Shared>) -> OtpActor {
+    pub(crate) fn new(key: OtpKey, shared: Arc<OtpContext>) -> OtpActor {
         shared.live_actors.fetch_add(1, Ordering::Relaxed);
         OtpActor {
             key,

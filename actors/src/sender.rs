@@ -22,7 +22,7 @@ use actix::ArbiterHandle;
 use crate::clock::Clock;
 use crate::delivery::RetrySchedule;
 use crate::message::{MessageRecord, MessageStatus};
-use crate::message_actor::{MessageBook, StatusUpdate};
+use crate::message_actor::{MessageRouter, StatusUpdate};
 use crate::provider::{OutboundMessage, Provider};
 
 /// How soon after the commit (dispatch) the sender may seed the message's actor with
@@ -73,7 +73,7 @@ pub struct PendingSend {
 /// Sends messages through the configured provider.
 pub(crate) struct MessageSender {
     pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) book: Arc<MessageBook>,
+    pub(crate) book: Arc<MessageRouter>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retry_schedule: RetrySchedule,
     pub(crate) arbiters: Vec<ArbiterHandle>,

@@ -15,8 +15,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ProviderKind, RuntimeConfig};
 use crate::delivery::{DeliveryContext, Dispatcher, RetrySchedule};
 use crate::error::Error;
-use crate::message_actor::{MessageBook, MessageShared};
-use crate::otp_actor::Shared;
+use crate::message_actor::{MessageContext, MessageRouter};
+use crate::otp_actor::OtpContext;
 use crate::provider::{HttpProvider, LogProvider, Provider};
 use crate::ratelimit::AppLimiter;
 use crate::registry::Registry;
@@ -145,7 +145,7 @@ impl RuntimeBuilder {
         )
         .map_err(Error::Validation)?;
         let dispatcher = Arc::new(Dispatcher::new(Arc::new(delivery_cx), handles.clone()));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(OtpContext {
             clock: clock.clone(),
             snapshot: snapshot.clone(),
             pepper,
@@ -153,8 +153,8 @@ impl RuntimeBuilder {
             live_actors: AtomicI64::new(0),
             webhooks: webhooks.clone(),
         });
-        let book = Arc::new(MessageBook::new(
-            MessageShared {
+        let book = Arc::new(MessageRouter::new(
+            MessageContext {
                 snapshot: snapshot.clone(),
                 clock: clock.clone(),
                 webhooks: webhooks.clone(),

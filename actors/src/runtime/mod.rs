@@ -29,9 +29,9 @@ use crate::clock::Clock;
 use crate::config::RuntimeConfig;
 use crate::delivery::Dispatcher;
 use crate::error::Error;
-use crate::message_actor::MessageBook;
+use crate::message_actor::MessageRouter;
 use crate::otp::OtpKey;
-use crate::otp_actor::{OtpActor, Reload, Shared};
+use crate::otp_actor::{OtpActor, OtpContext, Reload};
 use crate::phone::Phone;
 use crate::registry::Registry;
 use crate::retention::Pruner;
@@ -86,11 +86,11 @@ pub struct RuntimeGauges {
 struct RuntimeParts {
     config: RuntimeConfig,
     dispatcher: Arc<Dispatcher>,
-    book: Arc<MessageBook>,
+    book: Arc<MessageRouter>,
     webhooks: Arc<WebhookDirectory>,
     registry: Registry<OtpKey, OtpActor>,
     apps: AppDirectory,
-    shared: Arc<Shared>,
+    shared: Arc<OtpContext>,
     sender: Arc<MessageSender>,
     policy: UrlPolicy,
     idempotency: Arc<DashSet<(Uuid, String)>>,
