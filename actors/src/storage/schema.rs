@@ -177,27 +177,37 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StorageError> {
     }
     // One transaction per step; each re-reads the version under the write lock,
     // since another process may have migrated the file since the read above.
-    while let Some((from, to)) = in_transaction(conn, step)? {
-        tracing::info!(from, to, "database schema migrated");
+    let mut now = found;
+    while let Some(to) = in_transaction(conn, step)? {
+        now = to;
+    }
+    if found == 0 {
+        tracing::debug!(version = now, "database schema created");
+    } else if now != found {
+        tracing::info!(from = found, to = now, "database schema migrated");
     }
     Ok(())
 }
 
-/// Applies the next step, if any: `Some((from, to))` when one ran.
-fn step(conn: &Connection) -> Result<Option<(i64, i64)>, StorageError> {
+/// Applies the next step, if any: `Some(version it reached)` when one ran.
+fn step(conn: &Connection) -> Result<Option<i64>, StorageError> {
     let from = user_version(conn)?;
     refuse_unknown(from)?;
     if from == RETIRED_V4 {
         conn.execute_batch("DROP INDEX IF EXISTS deliveries_event")?;
         set_user_version(conn, SCHEMA_VERSION)?;
-        return Ok(Some((from, SCHEMA_VERSION)));
+        return Ok(Some(SCHEMA_VERSION));
     }
     if from == SCHEMA_VERSION {
         // Only the half-upgraded case from migrate's doc; a no-op otherwise.
         add_report_columns(conn)?;
         return Ok(None);
     }
-    let migration = &MIGRATIONS[from as usize];
+    // 0 <= from < SCHEMA_VERSION here, so there is always a step.
+    let migration = usize::try_from(from)
+        .ok()
+        .and_then(|n| MIGRATIONS.get(n))
+        .ok_or_else(|| StorageError::Corrupt(format!("no migration from user_version {from}")))?;
     tracing::debug!(
         from,
         to = migration.to,
@@ -206,7 +216,7 @@ fn step(conn: &Connection) -> Result<Option<(i64, i64)>, StorageError> {
     );
     (migration.apply)(conn)?;
     set_user_version(conn, migration.to)?;
-    Ok(Some((from, migration.to)))
+    Ok(Some(migration.to))
 }
 
 /// Refuses versions this build cannot read: newer than it knows, or negative (not

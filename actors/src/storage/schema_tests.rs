@@ -492,6 +492,13 @@ fn a_database_from_a_newer_otpd_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_negative_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = old_database(dir.path(), "PRAGMA user_version = -1;", &[]);
+    assert!(matches!(open(&path), Err(StorageError::Corrupt(_))));
+}
+
+#[test]
 fn a_failing_migration_is_rolled_back_whole() {
     // A view where version 2 wants a table: its index cannot be created.
     let dir = tempfile::tempdir().unwrap();
