@@ -19,11 +19,14 @@ use super::{SnapshotStats, StorageError, CHECKPOINT_EVERY, WAL_RESTART_FRAMES};
 /// [`CHECKPOINT_EVERY`], so copying WAL frames into the database and the fsync that
 /// follows run beside the writer instead of inside its commits.
 pub(super) struct Checkpointer {
+    /// Dropping or sending on it ends the thread's loop.
     stop: mpsc::Sender<()>,
+    /// The thread, joined by [`Checkpointer::stop`].
     handle: JoinHandle<()>,
 }
 
 impl Checkpointer {
+    /// Opens the checkpointer's own connection to `path` and starts its thread.
     pub(super) fn start(
         path: &Path,
         stats: Arc<SnapshotStats>,
@@ -63,6 +66,7 @@ impl Checkpointer {
         Ok(Checkpointer { stop, handle })
     }
 
+    /// Stops the thread and waits for it (the writer does this when it stops).
     pub(super) fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.handle.join();

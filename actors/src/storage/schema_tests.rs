@@ -346,6 +346,25 @@ fn migrations_are_numbered_in_order() {
     assert_eq!(SCHEMA_VERSION, 3);
 }
 
+#[test]
+fn each_migration_turns_one_historical_schema_into_the_next() {
+    let history = ["", V1, V2, V3];
+    for (n, m) in MIGRATIONS.iter().enumerate() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(history[n]).unwrap();
+        (m.apply)(&conn).unwrap();
+        let next = Connection::open_in_memory().unwrap();
+        next.execute_batch(history[n + 1]).unwrap();
+        assert_eq!(
+            shape(&conn),
+            shape(&next),
+            "migration to {} ({})",
+            m.to,
+            m.adds
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_new_database_runs_every_migration_and_matches_the_last_unversioned_schema() {
     let dir = tempfile::tempdir().unwrap();
