@@ -20,7 +20,7 @@
 //! | `signing.rs` | `X-Otpd-Signature` and Standard Webhooks signatures |
 //! | `webhooks.rs` | registered webhooks and their in-memory directory |
 //! | `registry.rs` | get-or-spawn of actors over one arbiter per core; idle reaping |
-//! | `storage.rs` | [`storage::Snapshot`]: the SQLite writer thread, group commit, schema, loaders |
+//! | `storage/` | [`storage::Snapshot`]: the SQLite writer thread and group commit (`writer.rs`), checkpoints (`checkpoint.rs`), versioned migrations (`schema.rs`), one loader module per record family (`otp.rs`, `messages.rs`, `apps.rs`, `webhooks.rs`, `deliveries.rs`) |
 //! | `sender.rs` | `PendingSend` and the sender that hands committed messages to the provider, retrying on the delivery `RetrySchedule` |
 //! | `provider.rs` | the [`Provider`] trait, `log` and `http` providers |
 //! | `message.rs` | message records, statuses and the status-rank guard |

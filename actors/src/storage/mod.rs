@@ -1,0 +1,513 @@
+//! Storage: the snapshot writer (the one SQLite connection that writes, on its own
+//! thread, with group commit), the schema, and the loaders that read each record
+//! family back.
+//!
+//! Every state change in otpd is a [`Change`] sent here. The writer takes everything
+//! queued, applies it in one transaction, commits once, and only then answers each
+//! sender. That is how "acknowledge after commit" stays fast: many callers share one
+//! fsync.
+//!
+//! One bad write fails alone in its batch. Writes that can break a constraint
+//! ([`Change::App`], [`Change::ApiKey`], [`Change::Webhook`], [`Change::Outbox`]) run
+//! in their own savepoint. The others are upserts and updates that cannot conflict,
+//! so they run without one; instead each run of writes between two reads shares one
+//! *segment* savepoint. If a write without its own savepoint still fails (disk full,
+//! I/O error), the segment is rolled back and replayed one write at a time, each in
+//! its own savepoint, so the failure stays with the write that caused it. Reads close
+//! the segment first, so a read never observes a write that might be undone later.
+//!
+//! Checkpoints are off the writer's path: the writer runs with
+//! `wal_autocheckpoint = 0`, and a checkpointer thread with its own connection runs
+//! `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`]. A passive checkpoint never
+//! blocks the writer, but under sustained load the WAL cannot restart while frames
+//! keep arriving, so when it passes [`WAL_RESTART_FRAMES`] the writer itself runs a
+//! passive checkpoint between two batches (most frames are already copied by then,
+//! so it is short) and the WAL starts over at its next commit.
+//!
+//! With `durability = "async"` the callers are answered before the commit; a
+//! semaphore of [`ASYNC_IN_FLIGHT`] permits (held from the write until its commit)
+//! makes them wait, without blocking a thread, when the writer falls behind.
+//!
+//! It is a plain thread rather than an actix actor because group commit needs to
+//! drain the whole queue at once, and an actix `SyncArbiter` hands over one message
+//! at a time. Reads that must observe every earlier write (rehydrating an actor)
+//! go through the same queue, so they are ordered after the writes before them.
+//!
+//! The schema is a list of versioned migrations keyed on `PRAGMA user_version`
+//! ([`SCHEMA_VERSION`]); [`open_connection`] applies the ones a file lacks and
+//! refuses a file written by a newer otpd.
+//!
+//! ## Files
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `mod.rs` | [`Snapshot`] (the handle), [`Ticket`], [`Change`], [`StorageError`], [`open_connection`] |
+//! | `writer.rs` | the writer thread: group commit, `apply` (each [`Change`] as SQL), savepoints, segments and replay |
+//! | `checkpoint.rs` | the checkpointer thread and the writer's WAL bounding |
+//! | `schema.rs` | the schema as versioned migrations keyed on `PRAGMA user_version` |
+//! | `schema_tests.rs`, `fixtures/` | each migration tested from a database of the previous version (frozen historical schemas) |
+//! | `otp.rs` | [`load_otp`], [`recent_otp_sends`] |
+//! | `messages.rs` | [`load_message`], [`load_message_any`], [`message_id_by_provider_id`], [`load_queued_messages`] |
+//! | `apps.rs` | [`load_apps`], [`load_api_keys`], [`api_key_exists`], [`load_meta`], [`load_idempotency`] |
+//! | `webhooks.rs` | [`load_webhooks`] |
+//! | `deliveries.rs` | [`load_pending_deliveries`], [`load_delivery`], [`list_deliveries`] and [`DeliveryFilter`], [`webhook_counts`], [`failed_deliveries_between`] |
+//!
+//! Every write goes through [`Snapshot::write`] as a [`Change`]; the read modules are
+//! plain functions over a [`Connection`], run on the writer's connection through
+//! [`Snapshot::read`] (or, for admin tools, on a connection of their own).
+
+mod apps;
+mod checkpoint;
+mod deliveries;
+mod messages;
+mod otp;
+mod schema;
+mod webhooks;
+mod writer;
+
+pub use apps::{api_key_exists, load_api_keys, load_apps, load_idempotency, load_meta};
+pub use deliveries::{
+    failed_deliveries_between, list_deliveries, load_delivery, load_pending_deliveries,
+    webhook_counts, DeliveryFilter, DeliveryListing, WebhookCounts,
+};
+pub use messages::{
+    load_message, load_message_any, load_queued_messages, message_id_by_provider_id,
+};
+pub use otp::{load_otp, recent_otp_sends};
+pub use schema::SCHEMA_VERSION;
+pub use webhooks::load_webhooks;
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::config::{Durability, StorageConfig, Synchronous};
+use crate::delivery::{AttemptRecord, Delivery};
+use crate::events::Event;
+use crate::message::MessageRecord;
+use crate::otp::OtpRecord;
+use crate::secrets::Digest32;
+use crate::webhooks::Webhook;
+use checkpoint::Checkpointer;
+use writer::{exec, Op};
+
+/// A storage failure. Cloneable because one failed commit answers many senders.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+    /// The database directory could not be created.
+    #[error("io: {0}")]
+    Io(String),
+    /// A row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The writer thread has stopped.
+    #[error("storage writer has stopped")]
+    Closed,
+    /// A uniqueness rule was broken (e.g. an `app_key` already in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database was written by a newer otpd (its `user_version` is past what
+    /// this build knows); opening it could corrupt it, so it is refused.
+    #[error(
+        "database schema version {found} is newer than this otpd supports ({supported}); \
+         run the otpd that wrote it, or restore a backup"
+    )]
+    SchemaTooNew {
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(err, msg) = &e {
+            if err.code == rusqlite::ErrorCode::ConstraintViolation {
+                return StorageError::Conflict(
+                    msg.clone().unwrap_or_else(|| "constraint violated".into()),
+                );
+            }
+        }
+        StorageError::Sqlite(e.to_string())
+    }
+}
+
+/// A stored response for `Idempotency-Key` replays.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    /// App the key belongs to.
+    pub app_id: Uuid,
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of method, path and body of the first request.
+    pub request_hash: Digest32,
+    /// HTTP status of the first response.
+    pub status: u16,
+    /// Body of the first response.
+    pub body: Vec<u8>,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One durable state change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Upsert an OTP actor's snapshot.
+    Otp(OtpRecord),
+    /// Upsert a message.
+    Message(MessageRecord),
+    /// Upsert an app (insert fails on a duplicate `app_key`).
+    App(App),
+    /// Add an API key (hashed).
+    ApiKey {
+        /// Key id.
+        key_id: Uuid,
+        /// Owning app.
+        app_id: Uuid,
+        /// SHA-256 of the key.
+        key_hash: Digest32,
+        /// Created.
+        created_at: DateTime<Utc>,
+    },
+    /// Remove an API key.
+    DeleteApiKey {
+        /// Owning app.
+        app_id: Uuid,
+        /// Key id.
+        key_id: Uuid,
+    },
+    /// Remember a response for idempotent replays.
+    Idempotency(IdempotencyRecord),
+    /// Drop idempotency records older than this.
+    PurgeIdempotency(DateTime<Utc>),
+    /// A server-wide value (e.g. the generated pepper).
+    Meta(String, Vec<u8>),
+    /// An event and its deliveries (the outbox), committed before any attempt.
+    Outbox(Event, Vec<Delivery>),
+    /// A delivery's new state (status, attempts, next attempt).
+    DeliveryState(Delivery),
+    /// One attempt's log line.
+    Attempt(AttemptRecord),
+    /// Upsert a webhook (insert fails on a second one per app and service type).
+    Webhook(Webhook),
+    /// Remove a webhook.
+    DeleteWebhook(String),
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Operations (writes and reads) carried by those commits.
+    pub ops: AtomicU64,
+    /// Size of the last batch.
+    pub last_batch: AtomicU64,
+    /// Total commit time in microseconds.
+    pub commit_micros: AtomicU64,
+    /// Failed commits.
+    pub failures: AtomicU64,
+    /// Segments replayed one write at a time after a write without a savepoint failed.
+    pub replays: AtomicU64,
+    /// Background passive checkpoints run.
+    pub checkpoints: AtomicU64,
+    /// Total time of those checkpoints in microseconds (off the writer's path).
+    pub checkpoint_micros: AtomicU64,
+    /// Checkpoints by the writer itself because the WAL grew too long (each lets the
+    /// WAL start over at the next commit).
+    pub wal_restarts: AtomicU64,
+}
+
+/// How often the checkpointer thread runs `wal_checkpoint(PASSIVE)`.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL length (frames, i.e. pages) after which the writer restarts the WAL itself
+/// between two batches: 16,384 frames ≈ 64 MiB with 4 KiB pages.
+pub const WAL_RESTART_FRAMES: u64 = 16_384;
+
+/// With `durability = "async"`: the most acknowledged changes not yet committed.
+/// Callers past this wait (asynchronously) for a commit to free a permit.
+pub const ASYNC_IN_FLIGHT: usize = 8_192;
+
+/// With `durability = "async"`: the largest batch one commit takes (bigger batches
+/// cost more per op, and delay every caller's commit in the batch).
+pub const ASYNC_MAX_BATCH: usize = 1_024;
+
+/// Handle to the snapshot writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Snapshot {
+    tx: mpsc::Sender<Op>,
+    stats: Arc<SnapshotStats>,
+    /// Async-mode backpressure: one permit per acknowledged, uncommitted change.
+    in_flight: Arc<Semaphore>,
+}
+
+/// A pending commit: resolves once the change is durable (or failed).
+pub struct Ticket {
+    rx: Option<oneshot::Receiver<Result<(), StorageError>>>,
+    /// The snapshot's async backpressure (absent for a ticket that needed no write).
+    in_flight: Option<Arc<Semaphore>>,
+}
+
+impl Ticket {
+    /// Waits for the commit.
+    pub async fn committed(self) -> Result<(), StorageError> {
+        match self.rx {
+            Some(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    /// A ticket for a change that needed no write.
+    pub fn done() -> Ticket {
+        Ticket {
+            rx: None,
+            in_flight: None,
+        }
+    }
+
+    /// A permit for an async acknowledgement, waiting (without blocking the thread)
+    /// while [`ASYNC_IN_FLIGHT`] changes are acknowledged but not yet committed.
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        match (&self.rx, &self.in_flight) {
+            (Some(_), Some(sem)) => sem.clone().acquire_owned().await.ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Ticket {
+    /// Acknowledgement per durability mode. `commit`: waits for the commit, then runs
+    /// `on_commit`. `async`: returns at once and runs `on_commit` (or `on_error`) when
+    /// the commit lands. Either way `on_commit` — sending, dispatching — never runs
+    /// before the commit: outbox before network.
+    pub(crate) async fn settle(
+        self,
+        durability: Durability,
+        on_commit: impl FnOnce() + Send + 'static,
+        on_error: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StorageError> {
+        match durability {
+            Durability::Commit => match self.committed().await {
+                Ok(()) => {
+                    on_commit();
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed; the change was not acknowledged");
+                    on_error();
+                    Err(e)
+                }
+            },
+            Durability::Async => {
+                // Backpressure: held until the commit lands, so callers cannot
+                // outrun the writer by more than ASYNC_IN_FLIGHT changes.
+                let permit = self.permit().await;
+                actix_rt::spawn(async move {
+                    let _permit = permit;
+                    match self.committed().await {
+                        Ok(()) => on_commit(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "asynchronous commit failed");
+                            on_error();
+                        }
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Snapshot")
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ticket")
+    }
+}
+
+impl Snapshot {
+    /// Opens (creating if needed) the database and starts the writer thread.
+    ///
+    /// Also starts the checkpointer thread (its own connection), which the writer
+    /// stops and joins when it stops.
+    pub fn open(config: &StorageConfig) -> Result<(Snapshot, JoinHandle<()>), StorageError> {
+        let conn = open_connection(&config.path, config.synchronous)?;
+        writer::tune_writer(&conn)?;
+        let stats = Arc::new(SnapshotStats::default());
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        let checkpointer = Checkpointer::start(&config.path, stats.clone(), wal_frames.clone())?;
+        let (tx, handle) = writer::spawn(conn, config, stats.clone(), wal_frames, checkpointer)?;
+        Ok((
+            Snapshot {
+                tx,
+                stats,
+                in_flight: Arc::new(Semaphore::new(ASYNC_IN_FLIGHT)),
+            },
+            handle,
+        ))
+    }
+
+    /// Queues changes for the next group commit; the ticket resolves after it.
+    /// Never blocks: this runs inside actor handlers on the runtime's arbiters.
+    pub fn write(&self, changes: Vec<Change>) -> Ticket {
+        let (tx, rx) = oneshot::channel();
+        let rx = if self.tx.send(Op::Write(changes, Some(tx))).is_err() {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Err(StorageError::Closed));
+            rx
+        } else {
+            rx
+        };
+        Ticket {
+            rx: Some(rx),
+            in_flight: Some(self.in_flight.clone()),
+        }
+    }
+
+    /// Runs `f` on the writer's connection, after every write queued before it.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Read(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        }));
+        self.tx.send(op).map_err(|_| StorageError::Closed)?;
+        rx.await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Runs `f` on the writer's connection inside the group transaction, in a
+    /// savepoint of its own: what it writes commits with that batch, and an error
+    /// undoes only its own part. For maintenance (retention) that must not race the
+    /// one writer; the answer comes before the batch commits, so `f` must only make
+    /// changes that are harmless to lose if that commit fails.
+    pub async fn write_with<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        self.read(move |conn| {
+            exec(conn, "SAVEPOINT maintenance")?;
+            match f(conn) {
+                Ok(v) => {
+                    exec(conn, "RELEASE maintenance")?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = exec(conn, "ROLLBACK TO maintenance");
+                    let _ = exec(conn, "RELEASE maintenance");
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Commits everything queued and stops the writer.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Commit counters.
+    pub fn stats(&self) -> &SnapshotStats {
+        &self.stats
+    }
+}
+
+/// Opens a connection with otpd's pragmas and schema: a new database gets every
+/// migration, an older one the migrations it lacks, and one whose schema is newer
+/// than this build is refused ([`StorageError::SchemaTooNew`]).
+pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StorageError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_files::create_private_dir(dir)
+            .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
+    }
+    crate::private_files::prepare_db_file(path)
+        .map_err(|e| StorageError::Io(format!("{}: {e}", path.display())))?;
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // Before any pragma that could rewrite the file: a newer otpd's file stays as it is.
+    schema::refuse_unknown(schema::user_version(&conn)?)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    crate::private_files::restrict_db_files(path)
+        .map_err(|e| StorageError::Io(format!("{}: {e}", path.display())))?;
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    schema::migrate(&conn)?;
+    Ok(conn)
+}
+
+fn uuid_text(id: &Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, StorageError> {
+    Uuid::parse_str(s).map_err(|e| StorageError::Corrupt(format!("uuid {s:?}: {e}")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::otp::OtpKey;
+    use crate::phone::Phone;
+
+    /// A storage config on a fresh file in `dir`.
+    pub(crate) fn config(dir: &tempfile::TempDir) -> StorageConfig {
+        StorageConfig {
+            path: dir.path().join("t.sqlite3"),
+            ..StorageConfig::default()
+        }
+    }
+
+    /// A fresh (app, phone) key.
+    pub(crate) fn key() -> OtpKey {
+        OtpKey {
+            app_id: Uuid::new_v4(),
+            phone: Phone::from_canonical("255712345678".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = OtpRecord::new(key());
+        {
+            let (snap, h) = Snapshot::open(&config(&dir)).unwrap();
+            snap.write(vec![Change::Otp(rec.clone())])
+                .committed()
+                .await
+                .unwrap();
+            snap.shutdown().await;
+            h.join().unwrap();
+        }
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let k = rec.key.clone();
+        assert_eq!(snap.read(move |c| load_otp(c, &k)).await.unwrap(), rec);
+    }
+}

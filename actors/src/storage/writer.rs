@@ -1,0 +1,635 @@
+//! The writer thread: the one connection that writes, group commit, savepoints,
+//! segments and their replay, and [`apply`], where each [`Change`] becomes SQL.
+//!
+//! [`Snapshot`](super::Snapshot) queues [`Op`]s; the thread drains the queue into one
+//! transaction (see the module doc of [`storage`](super) for the savepoint and
+//! segment rules) and answers every sender after the commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::checkpoint::{bound_wal, Checkpointer};
+use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
+use crate::clock::to_millis;
+use crate::config::{Durability, StorageConfig};
+use crate::message::Purpose;
+
+/// `journal_size_limit`: the WAL file is truncated to this after a restart.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Page cache of the writer connection, in KiB: 8 MiB (SQLite's default is 2 MiB).
+/// A fixed cost, but it shows in the RSS-per-flake figure, so it stays modest.
+const WRITER_CACHE_KIB: i64 = 8_192;
+
+type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
+type Reply = oneshot::Sender<Result<(), StorageError>>;
+
+/// What the writer thread is asked to do, in queue order.
+pub(super) enum Op {
+    /// Changes to apply together, and who to answer after the commit.
+    Write(
+        Vec<Change>,
+        Option<oneshot::Sender<Result<(), StorageError>>>,
+    ),
+    /// A read (or maintenance step) that sees every write queued before it.
+    Read(ReadFn),
+    /// Commit what is queued, stop, and say so.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Starts the writer thread on `conn` (already opened and migrated).
+pub(super) fn spawn(
+    conn: Connection,
+    config: &StorageConfig,
+    stats: Arc<SnapshotStats>,
+    wal_frames: Arc<AtomicU64>,
+    checkpointer: Checkpointer,
+) -> Result<(mpsc::Sender<Op>, JoinHandle<()>), StorageError> {
+    let (tx, rx) = mpsc::channel();
+    let max_batch = match config.durability {
+        Durability::Commit => config.max_batch,
+        Durability::Async => config.max_batch.min(ASYNC_MAX_BATCH),
+    };
+    let writer = Writer {
+        conn,
+        rx,
+        stats,
+        durability: config.durability,
+        flush_interval: Duration::from_millis(config.flush_interval_ms),
+        max_batch,
+        wal_frames,
+        checkpointer: Some(checkpointer),
+        segment: Vec::new(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("otpd-snapshot".into())
+        .spawn(move || writer.run())
+        .map_err(|e| StorageError::Io(e.to_string()))?;
+    Ok((tx, handle))
+}
+
+/// Writer-only pragmas: a large page cache, temp tables in memory, no automatic
+/// checkpoint (the checkpointer thread does it), a bounded WAL file, and room in the
+/// statement cache for every statement the writer and the loaders use.
+pub(super) fn tune_writer(conn: &Connection) -> Result<(), StorageError> {
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    conn.query_row("PRAGMA wal_autocheckpoint = 0", [], |_| Ok(()))
+        .optional()?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(())
+}
+
+/// The writer thread's state: its connection, its queue, and the open segment.
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    stats: Arc<SnapshotStats>,
+    durability: Durability,
+    flush_interval: Duration,
+    max_batch: usize,
+    /// WAL length at the checkpointer's last pass.
+    wal_frames: Arc<AtomicU64>,
+    checkpointer: Option<Checkpointer>,
+    /// Writes of the open segment (kept until the segment is released, to replay them).
+    segment: Vec<(Vec<Change>, Option<Reply>)>,
+}
+
+/// Whether a change can break a constraint, and so needs its own savepoint.
+fn may_conflict(change: &Change) -> bool {
+    matches!(
+        change,
+        Change::App(_) | Change::ApiKey { .. } | Change::Webhook(_) | Change::Outbox(..)
+    )
+}
+
+/// Runs one cached statement with no parameters (savepoint control).
+pub(super) fn exec(conn: &Connection, sql: &str) -> Result<(), StorageError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Applies `changes` inside their own savepoint `w`: all or nothing.
+fn apply_in_savepoint(conn: &Connection, changes: &[Change]) -> Result<(), StorageError> {
+    exec(conn, "SAVEPOINT w")?;
+    match changes.iter().try_for_each(|c| apply(conn, c)) {
+        Ok(()) => exec(conn, "RELEASE w"),
+        Err(e) => {
+            exec(conn, "ROLLBACK TO w")?;
+            exec(conn, "RELEASE w")?;
+            Err(e)
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
+        loop {
+            let Ok(first) = self.rx.recv() else {
+                self.stop_checkpointer();
+                return;
+            };
+            batch.push(first);
+            match self.durability {
+                // Callers wait for the commit: take what is already queued, no more.
+                Durability::Commit => {
+                    while batch.len() < self.max_batch {
+                        match self.rx.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // Nobody waits: gather for up to flush_interval to make bigger batches.
+                Durability::Async => {
+                    let deadline = Instant::now() + self.flush_interval;
+                    while batch.len() < self.max_batch {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match self.rx.recv_timeout(left) {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if self.process(&mut batch) {
+                self.stop_checkpointer();
+                let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+                return;
+            }
+            bound_wal(&self.conn, &self.wal_frames, &self.stats);
+        }
+    }
+
+    fn stop_checkpointer(&mut self) {
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
+    }
+
+    /// Applies one batch; returns true when a shutdown was requested.
+    fn process(&mut self, batch: &mut Vec<Op>) -> bool {
+        let started = Instant::now();
+        let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::with_capacity(batch.len());
+        let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
+        let count = batch.len() as u64;
+        let outcome = (|| -> Result<(), StorageError> {
+            exec(&self.conn, "BEGIN")?;
+            for op in batch.drain(..) {
+                match op {
+                    Op::Write(changes, reply) => {
+                        if changes.iter().any(may_conflict) {
+                            self.open_segment()?;
+                            match apply_in_savepoint(&self.conn, &changes) {
+                                // Kept in the segment: a later failure replays it too.
+                                Ok(()) => self.segment.push((changes, reply)),
+                                Err(e) => {
+                                    if self.conn.is_autocommit() {
+                                        // SQLite rolled the whole transaction back.
+                                        return Err(e);
+                                    }
+                                    tracing::warn!(error = %e, "storage write refused");
+                                    if let Some(reply) = reply {
+                                        replies.push((reply, Err(e)));
+                                    }
+                                }
+                            }
+                        } else {
+                            self.open_segment()?;
+                            let result = changes.iter().try_for_each(|c| apply(&self.conn, c));
+                            self.segment.push((changes, reply));
+                            if let Err(e) = result {
+                                self.replay_segment(&mut replies, e)?;
+                            }
+                        }
+                    }
+                    Op::Read(f) => {
+                        // The read may observe every write before it: release them first.
+                        self.release_segment(&mut replies)?;
+                        f(&self.conn)
+                    }
+                    Op::Shutdown(done) => shutdown.push(done),
+                }
+            }
+            self.release_segment(&mut replies)?;
+            exec(&self.conn, "COMMIT")?;
+            Ok(())
+        })();
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.ops.fetch_add(count, Ordering::Relaxed);
+        self.stats.last_batch.store(count, Ordering::Relaxed);
+        self.stats
+            .commit_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        // Writes of a segment that was never released (the batch failed midway).
+        for (_, reply) in self.segment.drain(..) {
+            if let Some(reply) = reply {
+                replies.push((reply, Err(StorageError::Closed)));
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "group commit failed");
+                if !self.conn.is_autocommit() {
+                    let _ = exec(&self.conn, "ROLLBACK");
+                }
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        let stop = !shutdown.is_empty();
+        for done in shutdown {
+            let _ = done.send(());
+        }
+        stop
+    }
+
+    /// Opens the segment savepoint `seg` unless one is open.
+    fn open_segment(&mut self) -> Result<(), StorageError> {
+        if self.segment.is_empty() {
+            exec(&self.conn, "SAVEPOINT seg")?;
+        }
+        Ok(())
+    }
+
+    /// Folds the open segment into the transaction; its writers' replies become final.
+    fn release_segment(
+        &mut self,
+        replies: &mut Vec<(Reply, Result<(), StorageError>)>,
+    ) -> Result<(), StorageError> {
+        if self.segment.is_empty() {
+            return Ok(());
+        }
+        exec(&self.conn, "RELEASE seg")?;
+        for (_, reply) in self.segment.drain(..) {
+            if let Some(reply) = reply {
+                replies.push((reply, Ok(())));
+            }
+        }
+        Ok(())
+    }
+
+    /// A write without its own savepoint failed (`cause`), possibly after some of its
+    /// statements ran. Rolls the segment back and replays it one write at a time, each
+    /// in its own savepoint, so only the writes that fail again are refused. If SQLite
+    /// already rolled the whole transaction back, the error fails the batch.
+    fn replay_segment(
+        &mut self,
+        replies: &mut Vec<(Reply, Result<(), StorageError>)>,
+        cause: StorageError,
+    ) -> Result<(), StorageError> {
+        self.stats.replays.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %cause, writes = self.segment.len(), "a storage write failed; replaying its segment one write at a time");
+        if self.conn.is_autocommit() {
+            return Err(cause);
+        }
+        exec(&self.conn, "ROLLBACK TO seg")?;
+        exec(&self.conn, "RELEASE seg")?;
+        for (changes, reply) in std::mem::take(&mut self.segment) {
+            let result = apply_in_savepoint(&self.conn, &changes);
+            if self.conn.is_autocommit() {
+                // The transaction is gone: nothing in this batch can commit.
+                if let Some(reply) = reply {
+                    replies.push((reply, Err(cause.clone())));
+                }
+                return Err(result.err().unwrap_or(cause));
+            }
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "storage write refused");
+            }
+            if let Some(reply) = reply {
+                replies.push((reply, result));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
+    match change {
+        Change::Otp(rec) => {
+            let sends = rec
+                .sends
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let f = rec.flake.as_ref();
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
+                 max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
+                 expires_at, finished_at, sends, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT(app_id, phone) DO UPDATE SET flake_id = excluded.flake_id,
+                 code_hash = excluded.code_hash, status = excluded.status, attempts = excluded.attempts,
+                 max_attempts = excluded.max_attempts, delivery_method = excluded.delivery_method,
+                 message_id = excluded.message_id, callback_url = excluded.callback_url,
+                 callback_secret = excluded.callback_secret, created_at = excluded.created_at,
+                 expires_at = excluded.expires_at, finished_at = excluded.finished_at,
+                 sends = excluded.sends, updated_at = excluded.updated_at",
+            )?;
+            stmt.execute(params![
+                uuid_text(&rec.key.app_id),
+                rec.key.phone.as_str(),
+                f.map(|f| uuid_text(&f.flake_id)),
+                f.map(|f| f.code_hash.to_vec()),
+                f.map(|f| f.status.as_str()),
+                f.map(|f| f.attempts),
+                f.map(|f| f.max_attempts),
+                f.map(|f| f.delivery_method.as_str()),
+                f.and_then(|f| f.message_id.as_ref().map(uuid_text)),
+                f.and_then(|f| f.callback.as_ref().map(|c| c.url.clone())),
+                f.and_then(|f| f.callback.as_ref().and_then(|c| c.secret.clone())),
+                f.map(|f| to_millis(f.created_at)),
+                f.map(|f| to_millis(f.expires_at)),
+                f.and_then(|f| f.finished_at.map(to_millis)),
+                sends,
+                to_millis(Utc::now()),
+            ])?;
+        }
+        Change::Message(m) => {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
+                 status, error_code, error_message, provider_message_id, attempts, created_at, updated_at,
+                 report_url, report_type, report_secret)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,
+                 error_code = excluded.error_code, error_message = excluded.error_message,
+                 provider_message_id = excluded.provider_message_id, attempts = excluded.attempts,
+                 body = excluded.body, updated_at = excluded.updated_at",
+            )?;
+            stmt.execute(params![
+                uuid_text(&m.message_id),
+                uuid_text(&m.app_id),
+                m.channel.as_str(),
+                m.to,
+                m.body,
+                m.sender_id,
+                match m.purpose {
+                    Purpose::Otp => "otp",
+                    Purpose::Message => "message",
+                },
+                m.status.as_str(),
+                m.error_code,
+                m.error_message,
+                m.provider_message_id,
+                m.attempts,
+                to_millis(m.created_at),
+                to_millis(m.updated_at),
+                m.report.as_ref().map(|r| r.url.clone()),
+                m.report.as_ref().map(|r| r.report_type.as_str()),
+                m.report.as_ref().and_then(|r| r.secret.clone()),
+            ])?;
+        }
+        Change::App(app) => {
+            let settings = serde_json::to_string(&app.settings)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO apps (app_id, app_key, name, settings, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(app_id) DO UPDATE SET app_key = excluded.app_key, name = excluded.name,
+                 settings = excluded.settings, updated_at = excluded.updated_at",
+            )?;
+            stmt.execute(params![
+                uuid_text(&app.app_id),
+                app.app_key,
+                app.name,
+                settings,
+                to_millis(app.created_at),
+                to_millis(Utc::now()),
+            ])?;
+        }
+        Change::ApiKey {
+            key_id,
+            app_id,
+            key_hash,
+            created_at,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO api_keys (key_id, app_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key_hash) DO NOTHING",
+            )?
+            .execute(params![uuid_text(key_id), uuid_text(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
+        }
+        Change::DeleteApiKey { app_id, key_id } => {
+            conn.prepare_cached("DELETE FROM api_keys WHERE app_id = ?1 AND key_id = ?2")?
+                .execute(params![uuid_text(app_id), uuid_text(key_id)])?;
+        }
+        Change::Idempotency(r) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO idempotency (app_id, key, request_hash, status, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                uuid_text(&r.app_id),
+                r.key,
+                r.request_hash.to_vec(),
+                r.status,
+                r.body,
+                to_millis(r.created_at)
+            ])?;
+        }
+        Change::PurgeIdempotency(before) => {
+            conn.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
+                .execute(params![to_millis(*before)])?;
+        }
+        Change::Meta(key, value) => {
+            conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                .execute(params![key, value])?;
+        }
+        Change::Outbox(event, deliveries) => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO events (event_id, app_id, event, channel, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                event.id,
+                uuid_text(&event.app_id),
+                event.event,
+                event.channel.as_str(),
+                &*event.body,
+                to_millis(event.created_at)
+            ])?;
+            for d in deliveries {
+                conn.prepare_cached(
+                    "INSERT INTO deliveries (delivery_id, app_id, event_id, kind, webhook_id, url, secret,
+                     report_secret, status, attempts, series_start, last_status_code, last_error,
+                     next_attempt_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )?
+                .execute(params![
+                    d.delivery_id,
+                    uuid_text(&d.app_id),
+                    d.event.id,
+                    d.kind.as_str(),
+                    d.webhook_id,
+                    d.url,
+                    d.secret,
+                    d.report_secret,
+                    d.status.as_str(),
+                    d.attempts,
+                    d.series_start,
+                    d.last_status_code,
+                    d.last_error,
+                    d.next_attempt_at.map(to_millis),
+                    to_millis(d.created_at),
+                    to_millis(d.updated_at),
+                ])?;
+            }
+        }
+        Change::DeliveryState(d) => {
+            conn.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, series_start = ?4, last_status_code = ?5,
+                 last_error = ?6, next_attempt_at = ?7, updated_at = ?8 WHERE delivery_id = ?1",
+            )?
+            .execute(params![
+                d.delivery_id,
+                d.status.as_str(),
+                d.attempts,
+                d.series_start,
+                d.last_status_code,
+                d.last_error,
+                d.next_attempt_at.map(to_millis),
+                to_millis(d.updated_at),
+            ])?;
+        }
+        Change::Attempt(a) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![a.delivery_id, a.attempt, to_millis(a.at), a.status_code, a.error, a.duration_ms])?;
+        }
+        Change::Webhook(w) => {
+            let events = serde_json::to_string(&w.events)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            conn.prepare_cached(
+                "INSERT INTO webhooks (webhook_id, app_id, service_type, url, events, status, description, secret,
+                 previous_secret, previous_secret_until, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(webhook_id) DO UPDATE SET url = excluded.url, events = excluded.events,
+                 status = excluded.status, description = excluded.description, secret = excluded.secret,
+                 previous_secret = excluded.previous_secret, previous_secret_until = excluded.previous_secret_until,
+                 updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                w.id,
+                uuid_text(&w.app_id),
+                w.service_type.as_str(),
+                w.url,
+                events,
+                w.status.as_str(),
+                w.description,
+                w.secret,
+                w.previous_secret.as_ref().map(|(s, _)| s.clone()),
+                w.previous_secret.as_ref().map(|(_, until)| to_millis(*until)),
+                to_millis(w.created_at),
+                to_millis(w.updated_at),
+            ])?;
+        }
+        Change::DeleteWebhook(id) => {
+            conn.prepare_cached("DELETE FROM webhooks WHERE webhook_id = ?1")?
+                .execute(params![id])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use crate::app::{App, AppSettings};
+    use crate::otp::{OtpKey, OtpRecord};
+    use crate::phone::Phone;
+    use crate::storage::tests::config;
+    use crate::storage::{load_apps, load_otp, Change, Snapshot, StorageError};
+
+    #[tokio::test]
+    async fn one_bad_write_fails_alone_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let app = |key: &str| App {
+            app_id: Uuid::new_v4(),
+            app_key: key.into(),
+            name: "n".into(),
+            settings: AppSettings::default(),
+            created_at: Utc::now(),
+        };
+        let a = snap.write(vec![Change::App(app("dup"))]);
+        let b = snap.write(vec![Change::App(app("dup"))]);
+        let c = snap.write(vec![Change::App(app("other"))]);
+        assert!(a.committed().await.is_ok());
+        assert!(matches!(
+            b.committed().await,
+            Err(StorageError::Conflict(_))
+        ));
+        assert!(c.committed().await.is_ok());
+        let apps = snap.read(load_apps).await.unwrap();
+        assert_eq!(apps.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_without_savepoint_fails_alone_after_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        // A temporary trigger makes one otp_state upsert fail mid-batch.
+        snap.read(|c| {
+            c.execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON otp_state
+                 WHEN NEW.phone = '255700000002' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let rec = |phone: &str| {
+            OtpRecord::new(OtpKey {
+                app_id: Uuid::nil(),
+                phone: Phone::from_canonical(phone.into()),
+            })
+        };
+        let (good1, bad, good2) = (
+            rec("255700000001"),
+            rec("255700000002"),
+            rec("255700000003"),
+        );
+        let a = snap.write(vec![Change::Otp(good1.clone())]);
+        let b = snap.write(vec![Change::Otp(good2.clone()), Change::Otp(bad.clone())]);
+        let c = snap.write(vec![Change::Otp(good2.clone())]);
+        let k = good1.key.clone();
+        let read = snap.read(move |c| load_otp(c, &k));
+        assert!(a.committed().await.is_ok());
+        assert!(b.committed().await.is_err());
+        assert!(c.committed().await.is_ok());
+        assert_eq!(read.await.unwrap(), good1);
+        let count: i64 = snap
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM otp_state", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(
+            count, 2,
+            "good1 and good2 only; b's first statement was undone"
+        );
+        assert!(snap.stats().replays.load(Ordering::Relaxed) >= 1);
+    }
+}
