@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use otpd::config::{Config, ConfigError};
 use otpd::echo::EchoOptions;
 use otpd::server::{self, ServerError};
-use otpd_actors::{storage, NewApp, Runtime};
+use otpd_actors::{NewApp, Runtime, StorageError};
 
 /// otpd: a self-hosted one-time passcode daemon.
 #[derive(Debug, Parser)]
@@ -112,7 +112,7 @@ enum CliError {
     #[error("{0}")]
     Runtime(#[from] otpd_actors::Error),
     #[error("storage: {0}")]
-    Storage(#[from] storage::StorageError),
+    Storage(#[from] StorageError),
     #[error("echo: {0}")]
     Echo(std::io::Error),
     #[error("backup: {0}")]
@@ -303,25 +303,13 @@ async fn create_app(config: Config, name: String, app_key: Option<String>) -> Re
     Ok(())
 }
 
-/// Reads apps straight from storage through one read-only SQLite connection: no
-/// actors, no recovery, no schema migration, no checkpoint, so listing never writes
-/// and never disturbs a running daemon (it works on a `0444` database file too).
+/// Lists apps straight from the database file (see [`otpd_actors::read_apps`]): no
+/// actors, no recovery, no writes, so it never disturbs a running daemon.
 async fn list_apps(config: Config) -> Result<(), CliError> {
-    use rusqlite::OpenFlags;
     let path = config.storage.path.clone();
-    let apps = actix_rt::task::spawn_blocking(move || {
-        let conn = rusqlite::Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| storage::StorageError::Sqlite(format!("{}: {e}", path.display())))?;
-        // A daemon's commit may hold the lock for a moment.
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| storage::StorageError::Sqlite(e.to_string()))?;
-        storage::load_apps(&conn)
-    })
-    .await
-    .map_err(|e| storage::StorageError::Sqlite(format!("listing apps: {e}")))?;
+    let apps = actix_rt::task::spawn_blocking(move || otpd_actors::read_apps(&path))
+        .await
+        .map_err(|e| StorageError::Sqlite(format!("listing apps: {e}")))?;
     for app in apps? {
         let mut line = serde_json::to_value(&app).unwrap_or_default();
         // Test numbers carry fixed codes: list the numbers, not the codes.

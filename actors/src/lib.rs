@@ -6,6 +6,22 @@
 //! to a provider. No HTTP server inside: the `otpd` crate puts an actix-web API in
 //! front; the load-test harness and embedders call [`Runtime`] directly.
 //!
+//! ## What an embedder uses
+//!
+//! - [`Runtime`] (built with [`Runtime::builder`] from a [`RuntimeConfig`]): every
+//!   OTP, message, app, webhook and delivery-log call, plus gauges and shutdown. Its
+//!   inputs and outputs live beside it in [`runtime`] and in the record modules
+//!   ([`otp`], [`message`], [`app`], [`webhooks`], [`events`]), and the delivery-log
+//!   records are re-exported here ([`DeliveryView`], [`AttemptRecord`], ...).
+//! - [`Provider`] to plug in a message sender, [`Clock`] / [`ManualClock`] to drive
+//!   time, [`Error`] (with [`StorageError`]) for every failure.
+//! - Helpers a receiver or an admin tool needs: [`signing`] (verify a delivery),
+//!   [`phone`], [`url_policy`], [`private_files`], [`read_apps`].
+//!
+//! The actors, the registry, the snapshot writer, the delivery engine, the sender
+//! and the rate limiter are internals (`pub(crate)`): they can change shape without
+//! breaking an embedder.
+//!
 //! ## Layout
 //!
 //! | file | what lives there |
@@ -13,14 +29,14 @@
 //! | `runtime/mod.rs` | [`Runtime`]: the handle everyone drives; input validation, commit waits, start-up recovery |
 //! | `runtime/apps.rs`, `runtime/webhooks.rs`, `runtime/messages.rs` | the runtime's app admin, webhook and delivery-log, and message calls |
 //! | `otp.rs` | the OTP rules of SPEC section 4 as plain functions over [`otp::OtpRecord`] |
-//! | `otp_actor.rs` | [`otp_actor::OtpActor`]: the one writer per (app, phone), supervised; emits `otp.*`/`flake.*` |
-//! | `message_actor.rs` | [`message_actor::MessageActor`]: the one writer per message; rank guard, channel events, delivery reports |
-//! | `delivery/` | the delivery engine: `model.rs` (the delivery records storage persists), `actor.rs` (one `DeliveryActor` per endpoint, one signed attempt), `dispatcher.rs` (`Dispatcher`, endpoint health and pause), `retry.rs` ([`delivery::RetrySchedule`], also the sender's) |
-//! | `events/` | `mod.rs`: the event catalogue and the one envelope; `outbox.rs`: [`events::Outbox`], the events and deliveries an action commits |
+//! | `otp_actor.rs` | `otp_actor::OtpActor`: the one writer per (app, phone), supervised; emits `otp.*`/`flake.*` |
+//! | `message_actor.rs` | `message_actor::MessageActor`: the one writer per message; rank guard, channel events, delivery reports |
+//! | `delivery/` | the delivery engine: `model.rs` (the delivery records storage persists), `actor.rs` (one `DeliveryActor` per endpoint, one signed attempt), `dispatcher.rs` (`Dispatcher`, endpoint health and pause), `retry.rs` (`delivery::RetrySchedule`, also the sender's) |
+//! | `events/` | `mod.rs`: the event catalogue and the one envelope; `outbox.rs`: `Outbox`, the events and deliveries an action commits |
 //! | `signing.rs` | `X-Otpd-Signature` and Standard Webhooks signatures |
 //! | `webhooks.rs` | registered webhooks and their in-memory directory |
 //! | `registry.rs` | get-or-spawn of actors over one arbiter per core; idle reaping |
-//! | `storage/` | [`storage::Snapshot`]: the SQLite writer thread and group commit (`writer.rs`), checkpoints (`checkpoint.rs`), versioned migrations (`schema.rs`), one loader module per record family (`otp.rs`, `messages.rs`, `apps.rs`, `webhooks.rs`, `deliveries.rs`) |
+//! | `storage/` | `storage::Snapshot`: the SQLite writer thread and group commit (`writer.rs`), checkpoints (`checkpoint.rs`), versioned migrations (`schema.rs`), one loader module per record family (`otp.rs`, `messages.rs`, `apps.rs`, `webhooks.rs`, `deliveries.rs`) |
 //! | `sender.rs` | `PendingSend` and the sender that hands committed messages to the provider, retrying on the delivery `RetrySchedule` |
 //! | `provider.rs` | the [`Provider`] trait, `log` and `http` providers |
 //! | `message.rs` | message records, statuses and the status-rank guard |
@@ -54,31 +70,33 @@ pub mod app;
 mod apps;
 pub mod clock;
 pub mod config;
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod message;
-pub mod message_actor;
+pub(crate) mod message_actor;
 pub mod otp;
-pub mod otp_actor;
+pub(crate) mod otp_actor;
 pub mod phone;
 pub mod private_files;
 pub mod provider;
-pub mod ratelimit;
+mod ratelimit;
 mod registry;
 pub mod retention;
 pub mod runtime;
 pub mod secrets;
 mod sender;
 pub mod signing;
-pub mod storage;
+pub(crate) mod storage;
 pub mod url_policy;
 pub mod webhooks;
 
 pub use app::{App, AppSettings, NewApp};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::RuntimeConfig;
+pub use delivery::{AttemptRecord, DeliveryKind, DeliveryStatus, DeliveryView};
 pub use error::Error;
 pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeGauges, SendOtp, VerifyOtp, VerifyResult};
+pub use storage::{read_apps, SnapshotStats, StorageError, SCHEMA_VERSION};

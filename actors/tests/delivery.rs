@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use otpd_actors::delivery::DeliveryStatus;
 use otpd_actors::runtime::{DeliveryQuery, NewWebhook, WebhookPatch};
 use otpd_actors::signing::{verify_otpd_signature, verify_standard_signature};
+use otpd_actors::DeliveryStatus;
 use otpd_actors::{Error, VerifyOtp};
 
 const PHONE: &str = "+255712345678";

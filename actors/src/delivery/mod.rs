@@ -2,15 +2,15 @@
 //! committed event to a signed HTTP attempt and its retries.
 //!
 //! Every delivery is committed (with its event, see [`crate::events::Outbox`]) before
-//! the `Dispatcher` hands it to the [`DeliveryActor`] of its endpoint (outbox before
+//! the `Dispatcher` hands it to the [`DeliveryActor`](actor::DeliveryActor) of its endpoint (outbox before
 //! network). Each endpoint's actor owns its queue, in-flight cap, retry timers and
 //! pause, so a slow or dead endpoint only fills its own queue.
 //!
 //! | file | what lives there |
 //! |---|---|
 //! | `model.rs` | the records storage persists and the API lists: [`Delivery`], [`DeliveryKind`], [`DeliveryStatus`], [`DeliveryView`], [`AttemptRecord`], [`EndpointKey`]; imports nothing from storage |
-//! | `actor.rs` | [`DeliveryActor`] (one endpoint's queue, retries, pause) and one signed attempt; the shared `DeliveryContext` |
-//! | `dispatcher.rs` | `Dispatcher`: routes deliveries to endpoint actors; [`EndpointHealth`] (failures in a row, pause) |
+//! | `actor.rs` | [`DeliveryActor`](actor::DeliveryActor) (one endpoint's queue, retries, pause) and one signed attempt; the shared `DeliveryContext` |
+//! | `dispatcher.rs` | `Dispatcher`: routes deliveries to endpoint actors; [`EndpointHealth`](dispatcher::EndpointHealth) (failures in a row, pause) |
 //! | `retry.rs` | [`RetrySchedule`]: delays between attempts, shared with the provider sender |
 
 mod actor;
@@ -18,9 +18,7 @@ mod dispatcher;
 mod model;
 mod retry;
 
-pub use actor::DeliveryActor;
 pub(crate) use actor::DeliveryContext;
 pub(crate) use dispatcher::Dispatcher;
-pub use dispatcher::EndpointHealth;
 pub use model::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView, EndpointKey};
 pub use retry::RetrySchedule;

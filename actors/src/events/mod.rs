@@ -7,7 +7,7 @@
 //! | file | what lives there |
 //! |---|---|
 //! | `mod.rs` | [`ServiceType`] and its event catalogue, the [`Event`] envelope, the payload builders |
-//! | `outbox.rs` | [`Outbox`]: the events and deliveries an action produced, committed with it |
+//! | `outbox.rs` | `Outbox`: the events and deliveries an action produced, committed with it |
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,7 +23,7 @@ use crate::secrets::random_hex;
 
 mod outbox;
 
-pub use outbox::Outbox;
+pub(crate) use outbox::Outbox;
 
 /// The routes and webhook kinds events travel on (`channel` in the envelope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

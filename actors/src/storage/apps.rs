@@ -5,13 +5,32 @@
 //! [`Change::Meta`](super::Change::Meta) and [`Change::Idempotency`](super::Change::Idempotency)
 //! in the writer.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
-use super::{parse_uuid, uuid_text, IdempotencyRecord, StorageError};
+use super::{parse_uuid, schema, uuid_text, IdempotencyRecord, StorageError};
 use crate::app::{App, AppSettings};
 use crate::clock::from_millis;
 use crate::secrets::Digest32;
+
+/// Every app in the database at `path`, read through one read-only connection of
+/// its own: no writer, no migration, no checkpoint, so it never writes and never
+/// disturbs a running daemon (it works on a `0444` file too). A file written by a
+/// newer otpd is refused ([`StorageError::SchemaTooNew`]) rather than misread.
+pub fn read_apps(path: &Path) -> Result<Vec<App>, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StorageError::Sqlite(format!("{}: {e}", path.display())))?;
+    // A daemon's commit may hold the lock for a moment.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    schema::refuse_unknown(schema::user_version(&conn)?)?;
+    load_apps(&conn)
+}
 
 /// Every app with its settings.
 pub fn load_apps(conn: &Connection) -> Result<Vec<App>, StorageError> {

@@ -65,10 +65,10 @@ mod schema;
 mod webhooks;
 mod writer;
 
-pub use apps::{api_key_exists, load_api_keys, load_apps, load_idempotency, load_meta};
+pub use apps::{api_key_exists, load_api_keys, load_apps, load_idempotency, load_meta, read_apps};
 pub use deliveries::{
     failed_deliveries_between, list_deliveries, load_delivery, load_pending_deliveries,
-    webhook_counts, DeliveryFilter, DeliveryListing, WebhookCounts,
+    webhook_counts, DeliveryFilter,
 };
 pub use messages::{
     load_message, load_message_any, load_queued_messages, message_id_by_provider_id,
