@@ -16,7 +16,8 @@
 //! | `admin.rs` | `/admin/v1/apps…` |
 //! | `health.rs` | `/healthz`, `/readyz` |
 //! | `metrics.rs` | `/metrics` (Prometheus text) and the recorder it reads |
-//! | `openapi.rs` | `/openapi.json`: the OpenAPI 3 document of every route |
+//! | `routes.rs` | the route table: every (method, path, handler), what [`configure`] registers |
+//! | `openapi/` | `/openapi.json`: the OpenAPI document derived from the handlers and types |
 //! | `request_log.rs` | one debug log line per request, client IP via trusted proxies |
 //!
 //! Unknown routes answer a 404 `not_found` envelope and wrong methods a 405
@@ -39,6 +40,7 @@ pub mod providers;
 
 pub mod reply;
 pub mod request_log;
+pub mod routes;
 pub mod webhooks;
 
 pub use error::ApiError;
@@ -122,58 +124,34 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
 
     cfg.app_data(state);
 
+    let register = |endpoints: Vec<routes::Endpoint>| {
+        move |cfg: &mut web::ServiceConfig| {
+            for endpoint in &endpoints {
+                cfg.service(endpoint.resource());
+            }
+        }
+    };
     cfg.service(
-        web::scope("/v1")
+        web::scope(routes::V1)
             .app_data(payload())
             .wrap(log.clone())
-            .service(resource("/otp/request").route(web::post().to(otp::request)))
-            .service(resource("/otp/send").route(web::post().to(otp::request)))
-            .service(resource("/otp/resend").route(web::post().to(otp::resend)))
-            .service(resource("/otp/verify").route(web::post().to(otp::verify)))
-            .service(resource("/otp/invalidate").route(web::post().to(otp::invalidate)))
-            .service(resource("/otp/status").route(web::get().to(otp::status)))
-            .configure(webhooks::routes)
-            .configure(messages::routes)
-            .configure(providers::routes)
+            .configure(register(routes::v1()))
             .default_service(web::to(not_found)),
     );
-
     cfg.service(
-        web::scope("/admin/v1")
+        web::scope(routes::ADMIN)
             .app_data(payload())
             .wrap(log.clone())
-            .service(
-                resource("/apps")
-                    .route(web::get().to(admin::list_apps))
-                    .route(web::post().to(admin::create_app)),
-            )
-            .service(
-                resource("/apps/{app_id}")
-                    .route(web::get().to(admin::get_app))
-                    .route(web::patch().to(admin::patch_app)),
-            )
-            .service(
-                resource("/apps/{app_id}/api-keys").route(web::post().to(admin::create_api_key)),
-            )
-            .service(
-                resource("/apps/{app_id}/api-keys/{key_id}")
-                    .route(web::delete().to(admin::delete_api_key)),
-            )
+            .configure(register(routes::admin()))
             .default_service(web::to(not_found)),
     );
-
-    cfg.service(
-        resource("/healthz")
-            .wrap(log.clone())
-            .route(web::get().to(health::healthz)),
-    );
-    cfg.service(resource("/metrics").route(web::get().to(metrics::render)));
-    cfg.service(resource("/openapi.json").route(web::get().to(openapi::serve)));
-    cfg.service(
-        resource("/readyz")
-            .wrap(log)
-            .route(web::get().to(health::readyz)),
-    );
+    for (endpoint, logged) in routes::top_level() {
+        if logged {
+            cfg.service(endpoint.resource().wrap(log.clone()));
+        } else {
+            cfg.service(endpoint.resource());
+        }
+    }
 
     cfg.default_service(web::to(not_found));
 }
