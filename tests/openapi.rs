@@ -129,6 +129,11 @@ fn openapi_document_has_no_empty_or_duplicate_required_arrays() {
     let mut bad = Vec::new();
     bad_required("", &resp.body, &mut bad);
     assert!(bad.is_empty(), "invalid `required` arrays: {bad:?}");
+    // Structurally an OpenAPI 3.1 document: it reads back into utoipa's model.
+    let parsed = serde_json::from_value::<utoipa::openapi::OpenApi>(resp.body.clone());
+    if let Err(e) = parsed {
+        panic!("not an OpenAPI document: {e}");
+    }
 }
 
 /// The official validator: `openapi-spec-validator` (PyPI), which checks the document

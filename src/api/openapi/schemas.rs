@@ -356,32 +356,52 @@ pub struct WebhookStats {
     latency_ms: Latency,
 }
 
-/// Per-app OTP settings (SPEC section 2); every field has a default.
+/// Per-app OTP settings (SPEC section 2); a field left out takes its default.
 #[derive(ToSchema)]
+#[serde(default)]
 pub struct AppSettings {
     /// Digits per code.
     #[schema(minimum = 4, maximum = 10)]
-    code_length: Option<u8>,
+    code_length: u8,
     /// Default OTP lifetime in minutes.
     #[schema(minimum = 1, maximum = 60)]
-    minutes_to_expire: Option<u32>,
+    minutes_to_expire: u32,
     /// Wrong codes allowed before the flake fails.
     #[schema(minimum = 1, maximum = 10)]
-    max_attempts: Option<u32>,
+    max_attempts: u32,
     /// Minimum seconds between two sends to one phone.
-    resend_cooldown_secs: Option<u64>,
+    resend_cooldown_secs: u64,
     /// Sends per phone in a rolling hour.
-    max_sends_per_hour: Option<u32>,
+    max_sends_per_hour: u32,
     /// Sender ID passed to the provider.
     sender_id: Option<String>,
     /// Message text; `{code}` and `{minutes}` are replaced.
-    message_template: Option<String>,
+    message_template: String,
     /// Sends per minute for the whole app (a cap on SMS pumping).
-    max_sends_per_minute: Option<u32>,
+    max_sends_per_minute: u32,
     /// ISO 3166 alpha-2 codes; empty means every country.
-    allowed_countries: Option<Vec<String>>,
+    allowed_countries: Vec<String>,
     /// Canonical phone → fixed code; no message is sent and rate limits do not apply.
-    test_numbers: Option<BTreeMap<String, String>>,
+    test_numbers: BTreeMap<String, String>,
+}
+
+/// The runtime's defaults, so the document shows them.
+impl Default for AppSettings {
+    fn default() -> AppSettings {
+        let d = otpd_actors::AppSettings::default();
+        AppSettings {
+            code_length: d.code_length,
+            minutes_to_expire: d.minutes_to_expire,
+            max_attempts: d.max_attempts,
+            resend_cooldown_secs: d.resend_cooldown_secs,
+            max_sends_per_hour: d.max_sends_per_hour,
+            sender_id: d.sender_id,
+            message_template: d.message_template,
+            max_sends_per_minute: d.max_sends_per_minute,
+            allowed_countries: d.allowed_countries,
+            test_numbers: d.test_numbers,
+        }
+    }
 }
 
 /// An app (no secrets).
