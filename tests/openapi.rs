@@ -2,7 +2,7 @@
 //! exactly the routed ones, whose every operation answers, and whose schemas are
 //! what the routes really send.
 //!
-//! The routed operations come from `otpd::api::routes::operations()`, the table
+//! The routed operations come from `otpd::api::operations()`, the table
 //! `otpd::api::configure` registers; the probes below check that each of them is
 //! really served, so neither list can drift from the other.
 
@@ -36,7 +36,7 @@ fn openapi_document_describes_only_and_all_routed_operations() {
             methods.map(move |m| (m.to_ascii_uppercase(), path.clone()))
         })
         .collect();
-    let routed: BTreeSet<(String, String)> = otpd::api::routes::operations()
+    let routed: BTreeSet<(String, String)> = otpd::api::operations()
         .into_iter()
         .map(|(method, path)| (method.to_string(), path))
         .collect();
@@ -333,7 +333,7 @@ fn conforms(doc: &Value, method: &str, path: &str, resp: common::Resp, status: u
 
 /// Every route's success answer (and the refusals that carry data) matches the
 /// schema the document gives it, with no undocumented field: the schemas of
-/// `src/api/openapi/schemas.rs` describe what the runtime really sends.
+/// `src/api/schemas.rs` describe what the runtime really sends.
 #[test]
 fn real_answers_match_the_documented_schemas() {
     const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";

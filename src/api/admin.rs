@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{json_object, path_uuid, AdminAuth};
-use super::openapi::schemas::{self, CreatedApiKey, CreatedApp};
 use super::reply::Reply;
 use super::routes::Endpoint;
+use super::schemas::{self, CreatedApiKey, CreatedApp};
 use super::ApiState;
 
 /// Body of `POST /admin/v1/apps`.

@@ -19,9 +19,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{json_object, path_uuid, Authenticated};
 use super::idempotency::idempotent;
-use super::openapi::schemas::{self, MessageRecord};
 use super::reply::Reply;
 use super::routes::Endpoint;
+use super::schemas::{self, MessageRecord};
 use super::ApiState;
 
 /// Body of `POST /v1/messages`.

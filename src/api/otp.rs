@@ -17,9 +17,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{json_object, query, Authenticated};
 use super::idempotency::idempotent;
-use super::openapi::schemas::{self, FlakeView, Issued};
 use super::reply::Reply;
 use super::routes::Endpoint;
+use super::schemas::{self, FlakeView, Issued};
 use super::ApiState;
 
 /// Body of `POST /v1/otp/request`, `/send` and `/resend`.

@@ -16,9 +16,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{bearer_matches, json_object, token_digest};
-use super::openapi::schemas::{self, Applied};
 use super::reply::Reply;
 use super::routes::Endpoint;
+use super::schemas::{self, Applied};
 use super::ApiState;
 
 /// Body of `POST /v1/providers/status`.

@@ -1,12 +1,14 @@
-//! The route table: every routed operation (method, path, handler), in match order.
+//! [`Endpoint`]: one path and its methods, the unit of the route table.
 //!
-//! Each resource module lists its endpoints (`otp::endpoints()`, …) and
-//! [`super::configure`] registers exactly those, so [`operations`] is the set of
-//! routed operations, not a copy of it: `tests/openapi.rs` compares it with the
-//! operations of `/openapi.json` in both directions.
+//! Each resource module lists its endpoints (`otp::endpoints()`, …); `super`
+//! assembles them per scope, [`super::configure`] registers exactly those, and
+//! [`super::operations`] lists them, so the routed operations that
+//! `tests/openapi.rs` compares with `/openapi.json` are not a copy of the routes.
 
 use actix_web::http::Method;
-use actix_web::{web, Resource, Route};
+use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
+
+use super::error::ApiError;
 
 /// Attaches a handler to a route (`|r| r.to(otp::request)`).
 pub type Handler = fn(Route) -> Route;
@@ -60,75 +62,19 @@ impl Endpoint {
 
     /// The actix resource: every method routed, any other one a 405 envelope.
     pub fn resource(&self) -> Resource {
+        let unrouted = web::resource(self.path).default_service(web::to(method_not_allowed));
         self.methods
             .iter()
-            .fold(super::resource(self.path), |resource, (method, handler)| {
+            .fold(unrouted, |resource, (method, handler)| {
                 resource.route(handler(web::method(method.clone())))
             })
     }
 }
 
-/// The `/v1` scope: the app-facing API.
-pub const V1: &str = "/v1";
-/// The `/admin/v1` scope: apps and API keys.
-pub const ADMIN: &str = "/admin/v1";
-
-/// The endpoints of the `/v1` scope, in match order.
-pub fn v1() -> Vec<Endpoint> {
-    let mut all = super::otp::endpoints();
-    all.extend(super::webhooks::endpoints());
-    all.extend(super::messages::endpoints());
-    all.extend(super::providers::endpoints());
-    all
-}
-
-/// The endpoints of the `/admin/v1` scope.
-pub fn admin() -> Vec<Endpoint> {
-    super::admin::endpoints()
-}
-
-/// The endpoints outside any scope, and whether each is logged by `RequestLog`.
-pub fn top_level() -> Vec<(Endpoint, bool)> {
-    vec![
-        (
-            Endpoint::new("/healthz").get(|r| r.to(super::health::healthz)),
-            true,
-        ),
-        (
-            Endpoint::new("/metrics").get(|r| r.to(super::metrics::render)),
-            false,
-        ),
-        (
-            Endpoint::new("/openapi.json").get(|r| r.to(super::openapi::serve)),
-            false,
-        ),
-        (
-            Endpoint::new("/readyz").get(|r| r.to(super::health::readyz)),
-            true,
-        ),
-    ]
-}
-
-/// Every routed operation as (method, full path), in the path syntax of OpenAPI
-/// (`/v1/messages/{message_id}`; actix uses the same).
-pub fn operations() -> Vec<(Method, String)> {
-    let scoped = |prefix: &str, endpoints: Vec<Endpoint>| {
-        endpoints
-            .into_iter()
-            .flat_map(|e| {
-                let path = format!("{prefix}{}", e.path);
-                e.methods()
-                    .cloned()
-                    .map(move |m| (m, path.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
-    };
-    let mut all = scoped(V1, v1());
-    all.extend(scoped(ADMIN, admin()));
-    all.extend(scoped(
-        "",
-        top_level().into_iter().map(|(e, _)| e).collect(),
-    ));
-    all
+/// What a method that is not routed on a path answers.
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+    })
 }

@@ -31,9 +31,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{json_object, query, Authenticated};
 use super::idempotency::idempotent;
-use super::openapi::schemas::{self, DeliveryDetail, DeliveryPage, DeliveryView, WebhookStats};
 use super::reply::Reply;
 use super::routes::Endpoint;
+use super::schemas::{self, DeliveryDetail, DeliveryPage, DeliveryView, WebhookStats};
 use super::ApiState;
 
 /// Body of `POST /v1/webhooks`.

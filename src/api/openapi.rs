@@ -4,13 +4,13 @@
 //! `#[utoipa::path(...)]` (method, path, parameters, body, status codes), request
 //! bodies are the handlers' own DTOs with `#[derive(ToSchema)]`, and response bodies
 //! are the handlers' DTOs or, for records of `otpd-actors`, the descriptions in
-//! [`schemas`]. This module lists the handlers ([`ApiDoc`]) and adds what every
+//! `schemas.rs`. This module lists the handlers ([`ApiDoc`]) and adds what every
 //! operation shares because it is implemented once ([`Shared`]): the security
 //! schemes, the `Idempotency-Key` header, and the 400/401/413/503 answers of
 //! `extract.rs`, `idempotency.rs` and `error.rs`.
 //!
 //! `tests/openapi.rs` checks that the documented operations are exactly the routed
-//! ones ([`super::routes::operations`]) and that real answers match the document.
+//! ones ([`super::operations`]) and that real answers match the document.
 
 use std::sync::OnceLock;
 
@@ -24,9 +24,8 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorEnvelope;
+use super::schemas;
 use super::{admin, health, messages, metrics, otp, providers, webhooks};
-
-pub mod schemas;
 
 /// The security scheme of `X-API-Key` (an app's API key).
 pub const API_KEY: &str = "apiKey";

@@ -1,7 +1,7 @@
 //! Schemas of the response bodies whose types live in `otpd-actors`.
 //!
 //! The envelope `{"success": true, "data": …}` is not written here: like
-//! `Reply::ok`, `super::Shared` puts it around every 2xx JSON body of `/v1` and
+//! `Reply::ok`, `openapi::Shared` puts it around every 2xx JSON body of `/v1` and
 //! `/admin/v1`.
 //!
 //! The runtime's records (`Issued`, `FlakeView`, `MessageRecord`, `Webhook`, …) are
