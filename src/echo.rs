@@ -10,7 +10,7 @@
 //! actix-web server in [`run`] only glues them to a socket. Signatures are checked
 //! with [`otpd_actors::signing`], the same code otpd signs with.
 
-use std::io::Write as _;
+use crate::stdout::print_stdout;
 use std::net::SocketAddr;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -274,14 +274,6 @@ async fn receive(
     let status = actix_web::http::StatusCode::from_u16(options.status)
         .unwrap_or(actix_web::http::StatusCode::OK);
     HttpResponse::build(status).json(serde_json::json!({"received": true}))
-}
-
-/// One write and a flush per block, so concurrent requests never interleave lines
-/// and a pipe reader sees each block at once.
-fn print_stdout(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! | `src/api/` | one module per API resource; errors mapped to the envelope in one place |
 //! | `src/backup.rs` | `otpd backup`: an online, consistent copy of the live database |
 //! | `src/echo.rs` | `otpd echo`: a local receiver that prints each delivery and checks its signatures |
+//! | `src/stdout.rs` | `print_stdout`: what scripts read (listening line, created keys), one flushed write |
 //! | `src/bin/otpd-loadtest.rs` | the load-test harness: drives the runtime in-process, no HTTP |
 
 #![forbid(unsafe_code)]
@@ -24,3 +25,4 @@ pub mod backup;
 pub mod config;
 pub mod echo;
 pub mod server;
+mod stdout;

@@ -7,7 +7,7 @@
 //! down, which commits everything queued. actix-web's own signal handling is off
 //! because it would stop the server without giving us that second step.
 
-use std::io::Write as _;
+use crate::stdout::print_stdout;
 use std::net::SocketAddr;
 
 use actix_web::dev::{ServerHandle, Service as _};
@@ -247,14 +247,6 @@ async fn create_development_app(runtime: &Runtime) -> Result<(), ServerError> {
         created.app.app_key, created.api_key
     ));
     Ok(())
-}
-
-/// Writes to stdout and flushes at once: scripts and tests read these lines while
-/// the process keeps running.
-fn print_stdout(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
 }
 
 /// Runs otpd until SIGTERM or SIGINT, then shuts down gracefully (SPEC section 8):

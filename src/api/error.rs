@@ -169,18 +169,35 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
+/// `{"success": false, "error": {code, message}, "data"?}`: every refusal.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorEnvelope<'a> {
+    /// Always `false`.
+    #[schema(schema_with = always_false)]
     success: bool,
+    /// What went wrong.
     error: ErrorBody,
+    /// The flake's state, on the 422s of a verify.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
     data: Option<&'a serde_json::Value>,
 }
 
-#[derive(Serialize)]
+/// `error` of the envelope.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
 struct ErrorBody {
+    /// Stable snake_case code (`invalid_request`, `not_found`, `rate_limited`, …).
     code: &'static str,
+    /// Human text; never internal detail.
     message: String,
+}
+
+/// `{"type": "boolean", "enum": [false]}`.
+fn always_false() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([false]))
 }
 
 impl ResponseError for ApiError {

@@ -23,6 +23,7 @@ use futures::future::LocalBoxFuture;
 use otpd_actors::{App, Error};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -114,12 +115,9 @@ pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Constant-time equality of two digests (no early exit).
+/// Constant-time equality of two digests ([`subtle::ConstantTimeEq`]: no early exit).
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    a.ct_eq(b).into()
 }
 
 fn state(req: &HttpRequest) -> Result<web::Data<ApiState>, ApiError> {

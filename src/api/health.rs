@@ -11,11 +11,25 @@ use super::reply::json_response;
 use super::ApiState;
 
 /// `GET /healthz`: 200 whenever the process can answer.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "The process runs",
+    responses((status = 200, description = "OK: {\"status\": \"ok\"}", content_type = "application/json"))
+)]
 pub async fn healthz() -> HttpResponse {
     json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
 }
 
 /// `GET /readyz`: 200 once start-up recovery is done and storage takes a write.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Storage writable and recovery done",
+    responses((status = 200, description = "Ready: {\"status\": \"ready\"}", content_type = "application/json"))
+)]
 pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     if state.runtime.is_ready() && state.runtime.storage_writable().await {
         Ok(json_response(

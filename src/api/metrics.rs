@@ -40,7 +40,17 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: 404 when an embedder renders the metrics itself.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus text",
+    responses(
+        (status = 200, description = "Prometheus exposition format", body = String, content_type = "text/plain"),
+        (status = 404, description = "Metrics are rendered by the embedding application", body = super::error::ErrorEnvelope),
+    )
+)]
 pub async fn render(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let Some(handle) = &state.metrics else {
         return Err(ApiError::RouteNotFound {

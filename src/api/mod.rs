@@ -16,12 +16,18 @@
 //! | `admin.rs` | `/admin/v1/apps…` |
 //! | `health.rs` | `/healthz`, `/readyz` |
 //! | `metrics.rs` | `/metrics` (Prometheus text) and the recorder it reads |
-//! | `openapi.rs` | `/openapi.json`: the OpenAPI 3 document of every route |
+//! | `routes.rs` | [`routes::Endpoint`]: a path, its methods and handlers (the route table's unit) |
+//! | `openapi.rs` | `/openapi.json`: the OpenAPI document derived from the handlers and types |
+//! | `schemas.rs` | OpenAPI schemas of the `otpd-actors` records the handlers answer with |
 //! | `request_log.rs` | one debug log line per request, client IP via trusted proxies |
+//!
+//! The route table is [`v1_endpoints`], [`admin_endpoints`] and [`top_level_endpoints`]:
+//! [`configure`] registers exactly those and [`operations`] lists them.
 //!
 //! Unknown routes answer a 404 `not_found` envelope and wrong methods a 405
 //! `method_not_allowed` envelope, so no `/v1` request gets a non-JSON body.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otpd_actors::Runtime;
 
@@ -39,11 +45,14 @@ pub mod providers;
 
 pub mod reply;
 pub mod request_log;
+pub mod routes;
+mod schemas;
 pub mod webhooks;
 
 pub use error::ApiError;
 
 use request_log::RequestLog;
+use routes::Endpoint;
 
 /// The largest request body accepted (SPEC section 1: 413 above 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -99,6 +108,63 @@ pub fn check_header_size(headers: &actix_web::http::header::HeaderMap) -> Result
     Ok(())
 }
 
+/// The `/v1` scope: the app-facing API.
+pub const V1: &str = "/v1";
+/// The `/admin/v1` scope: apps and API keys.
+pub const ADMIN: &str = "/admin/v1";
+
+/// The endpoints of the `/v1` scope, in match order.
+pub fn v1_endpoints() -> Vec<Endpoint> {
+    let mut all = otp::endpoints();
+    all.extend(webhooks::endpoints());
+    all.extend(messages::endpoints());
+    all.extend(providers::endpoints());
+    all
+}
+
+/// The endpoints of the `/admin/v1` scope.
+pub fn admin_endpoints() -> Vec<Endpoint> {
+    admin::endpoints()
+}
+
+/// The endpoints outside any scope, each with whether `RequestLog` logs it.
+pub fn top_level_endpoints() -> Vec<(Endpoint, bool)> {
+    vec![
+        (
+            Endpoint::new("/healthz").get(|r| r.to(health::healthz)),
+            true,
+        ),
+        (
+            Endpoint::new("/metrics").get(|r| r.to(metrics::render)),
+            false,
+        ),
+        (
+            Endpoint::new("/openapi.json").get(|r| r.to(openapi::serve)),
+            false,
+        ),
+        (Endpoint::new("/readyz").get(|r| r.to(health::readyz)), true),
+    ]
+}
+
+/// Every routed operation as (method, full path), in the path syntax OpenAPI and
+/// actix share (`/v1/messages/{message_id}`).
+pub fn operations() -> Vec<(Method, String)> {
+    let scoped = |prefix: &str, endpoints: Vec<Endpoint>| -> Vec<(Method, String)> {
+        endpoints
+            .iter()
+            .flat_map(|e| {
+                let path = format!("{prefix}{}", e.path);
+                e.methods().map(move |m| (m.clone(), path.clone()))
+            })
+            .collect()
+    };
+    let mut all = scoped(V1, v1_endpoints());
+    all.extend(scoped(ADMIN, admin_endpoints()));
+    let top = top_level_endpoints().into_iter().map(|(e, _)| e).collect();
+    all.extend(scoped("", top));
+    all
+}
+
 /// Mounts every otpd route on `cfg`.
 ///
 /// Call it from `App::configure` or `Scope::configure`; it also sets the default
@@ -122,76 +188,40 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
 
     cfg.app_data(state);
 
+    let register = |endpoints: Vec<Endpoint>| {
+        move |cfg: &mut web::ServiceConfig| {
+            for endpoint in &endpoints {
+                cfg.service(endpoint.resource());
+            }
+        }
+    };
     cfg.service(
-        web::scope("/v1")
+        web::scope(V1)
             .app_data(payload())
             .wrap(log.clone())
-            .service(resource("/otp/request").route(web::post().to(otp::request)))
-            .service(resource("/otp/send").route(web::post().to(otp::request)))
-            .service(resource("/otp/resend").route(web::post().to(otp::resend)))
-            .service(resource("/otp/verify").route(web::post().to(otp::verify)))
-            .service(resource("/otp/invalidate").route(web::post().to(otp::invalidate)))
-            .service(resource("/otp/status").route(web::get().to(otp::status)))
-            .configure(webhooks::routes)
-            .configure(messages::routes)
-            .configure(providers::routes)
+            .configure(register(v1_endpoints()))
             .default_service(web::to(not_found)),
     );
-
     cfg.service(
-        web::scope("/admin/v1")
+        web::scope(ADMIN)
             .app_data(payload())
             .wrap(log.clone())
-            .service(
-                resource("/apps")
-                    .route(web::get().to(admin::list_apps))
-                    .route(web::post().to(admin::create_app)),
-            )
-            .service(
-                resource("/apps/{app_id}")
-                    .route(web::get().to(admin::get_app))
-                    .route(web::patch().to(admin::patch_app)),
-            )
-            .service(
-                resource("/apps/{app_id}/api-keys").route(web::post().to(admin::create_api_key)),
-            )
-            .service(
-                resource("/apps/{app_id}/api-keys/{key_id}")
-                    .route(web::delete().to(admin::delete_api_key)),
-            )
+            .configure(register(admin_endpoints()))
             .default_service(web::to(not_found)),
     );
-
-    cfg.service(
-        resource("/healthz")
-            .wrap(log.clone())
-            .route(web::get().to(health::healthz)),
-    );
-    cfg.service(resource("/metrics").route(web::get().to(metrics::render)));
-    cfg.service(resource("/openapi.json").route(web::get().to(openapi::serve)));
-    cfg.service(
-        resource("/readyz")
-            .wrap(log)
-            .route(web::get().to(health::readyz)),
-    );
+    for (endpoint, logged) in top_level_endpoints() {
+        if logged {
+            cfg.service(endpoint.resource().wrap(log.clone()));
+        } else {
+            cfg.service(endpoint.resource());
+        }
+    }
 
     cfg.default_service(web::to(not_found));
 }
 
-/// A resource whose unmatched methods get the 405 envelope.
-pub(crate) fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::RouteNotFound {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-    })
-}
-
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed {
         method: req.method().to_string(),
         path: req.path().to_string(),
     })

@@ -11,25 +11,39 @@ use otpd_actors::message::Channel;
 use otpd_actors::otp::VerifyOutcome;
 use otpd_actors::{Error, SendOtp, VerifyOtp};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{json_object, query, Authenticated};
 use super::idempotency::idempotent;
 use super::reply::Reply;
+use super::routes::Endpoint;
+use super::schemas::{self, FlakeView, Issued};
 use super::ApiState;
 
 /// Body of `POST /v1/otp/request`, `/send` and `/resend`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OtpSend)]
 struct SendBody {
+    /// The phone, in any format the number parser accepts (E.164 is safest).
     phone_number: String,
+    /// The calling app's `app_key` (403 when it is another app's).
     app_key: String,
+    /// The channel (default `sms`).
+    #[schema(value_type = Option<schemas::Channel>)]
     delivery_method: Option<Channel>,
+    /// Lifetime of this code in minutes (default: the app's setting).
+    ///
     /// Read as any integer so a value outside 1–60 is a 422 (the runtime's range
     /// check), while a non-integer is a 400.
+    #[schema(minimum = 1, maximum = 60)]
     minutes_to_expire: Option<i64>,
+    /// Where the outcome of this flake is delivered, signed.
     callback_url: Option<String>,
+    /// Secret signing the callbacks (default: a per-app derived secret).
+    #[schema(min_length = 1, max_length = 256)]
     callback_secret: Option<String>,
 }
 
@@ -54,32 +68,70 @@ impl SendBody {
 }
 
 /// Body of `POST /v1/otp/verify`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OtpVerify)]
 struct VerifyBody {
+    /// The phone the code was sent to.
     phone_number: String,
+    /// The calling app's `app_key`.
     app_key: String,
+    /// The code the user typed.
     code: String,
+    /// Where the outcome is delivered, signed.
     callback_url: Option<String>,
+    /// Secret signing that callback.
     callback_secret: Option<String>,
 }
 
 /// Body of `POST /v1/otp/invalidate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OtpPhone)]
 struct InvalidateBody {
+    /// The phone whose pending flake is invalidated.
     phone_number: String,
+    /// The calling app's `app_key`.
     app_key: String,
 }
 
 /// Query of `GET /v1/otp/status`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatusQuery {
+    /// The phone of the flake.
     phone_number: String,
+    /// The calling app's `app_key`.
     app_key: String,
 }
 
-/// `POST /v1/otp/request` (and its alias `/v1/otp/send`).
+/// The routes of this module, in the `/v1` scope.
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new("/otp/request").post(|r| r.to(request)),
+        Endpoint::new("/otp/send").post(|r| r.to(send)),
+        Endpoint::new("/otp/resend").post(|r| r.to(resend)),
+        Endpoint::new("/otp/verify").post(|r| r.to(verify)),
+        Endpoint::new("/otp/invalidate").post(|r| r.to(invalidate)),
+        Endpoint::new("/otp/status").get(|r| r.to(status)),
+    ]
+}
+
+/// `POST /v1/otp/request`: issue a code, replacing any flake of the phone.
+#[utoipa::path(
+    post,
+    path = "/v1/otp/request",
+    tag = "otp",
+    summary = "Issue a code (replaces any flake for the phone)",
+    security(("apiKey" = [])),
+    request_body = SendBody,
+    responses(
+        (status = 200, description = "Code issued and sent (never returned)", body = Issued),
+        (status = 403, description = "app_key is not the app of this API key", body = ErrorEnvelope),
+        (status = 422, description = "invalid_phone_number, country_not_allowed, invalid_callback_url, validation_failed", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited (Retry-After header)", body = ErrorEnvelope),
+    )
+)]
 pub async fn request(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -89,7 +141,46 @@ pub async fn request(
     issue(state, auth, req, body, Kind::Request).await
 }
 
-/// `POST /v1/otp/resend`.
+/// `POST /v1/otp/send`: the alias of `/v1/otp/request`.
+#[utoipa::path(
+    post,
+    path = "/v1/otp/send",
+    tag = "otp",
+    summary = "Alias of /v1/otp/request",
+    security(("apiKey" = [])),
+    request_body = SendBody,
+    responses(
+        (status = 200, description = "Code issued and sent (never returned)", body = Issued),
+        (status = 403, description = "app_key is not the app of this API key", body = ErrorEnvelope),
+        (status = 422, description = "invalid_phone_number, country_not_allowed, invalid_callback_url, validation_failed", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited (Retry-After header)", body = ErrorEnvelope),
+    )
+)]
+pub async fn send(
+    state: web::Data<ApiState>,
+    auth: Authenticated,
+    req: HttpRequest,
+    body: Result<Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    issue(state, auth, req, body, Kind::Request).await
+}
+
+/// `POST /v1/otp/resend`: a new code for the pending flake.
+#[utoipa::path(
+    post,
+    path = "/v1/otp/resend",
+    tag = "otp",
+    summary = "New code for a pending flake",
+    security(("apiKey" = [])),
+    request_body = SendBody,
+    responses(
+        (status = 200, description = "Code issued and sent (never returned)", body = Issued),
+        (status = 403, description = "app_key is not the app of this API key", body = ErrorEnvelope),
+        (status = 404, description = "No pending flake", body = ErrorEnvelope),
+        (status = 422, description = "invalid_phone_number, country_not_allowed, invalid_callback_url, validation_failed", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited (Retry-After header)", body = ErrorEnvelope),
+    )
+)]
 pub async fn resend(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -126,15 +217,37 @@ async fn issue(
     .await
 }
 
-#[derive(Serialize)]
+/// The answer of a successful verify.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Verified)]
 struct VerifiedData<'a> {
+    /// The flake.
     flake_id: Uuid,
+    /// Canonical phone number (E.164 digits, no `+`).
     phone_number: &'a str,
+    /// Always `verified`.
+    #[schema(schema_with = schemas::literal_verified)]
     status: &'static str,
+    /// When.
+    #[schema(value_type = String, format = DateTime)]
     verified_at: String,
 }
 
 /// `POST /v1/otp/verify`: 200 when verified, else 422/404 as SPEC section 4's table.
+#[utoipa::path(
+    post,
+    path = "/v1/otp/verify",
+    tag = "otp",
+    summary = "Verify a code",
+    security(("apiKey" = [])),
+    request_body = VerifyBody,
+    responses(
+        (status = 200, description = "Verified", body = VerifiedData),
+        (status = 403, description = "app_key mismatch", body = ErrorEnvelope),
+        (status = 404, description = "No flake for (phone, app)", body = ErrorEnvelope),
+        (status = 422, description = "invalid_code, max_attempts, expired, already_verified (data: flake state), invalid_phone_number, invalid_callback_url", body = ErrorEnvelope),
+    )
+)]
 pub async fn verify(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -214,13 +327,31 @@ fn refusal(outcome: VerifyOutcome) -> ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// The answer of an invalidate.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Invalidated)]
 struct InvalidatedData {
+    /// The flake.
     flake_id: Uuid,
+    /// Always `invalidated`.
+    #[schema(schema_with = schemas::literal_invalidated)]
     status: &'static str,
 }
 
-/// `POST /v1/otp/invalidate`.
+/// `POST /v1/otp/invalidate`: the pending flake can no longer be verified.
+#[utoipa::path(
+    post,
+    path = "/v1/otp/invalidate",
+    tag = "otp",
+    summary = "Invalidate the pending flake",
+    security(("apiKey" = [])),
+    request_body = InvalidateBody,
+    responses(
+        (status = 200, description = "Invalidated", body = InvalidatedData),
+        (status = 403, description = "app_key mismatch", body = ErrorEnvelope),
+        (status = 404, description = "No pending flake", body = ErrorEnvelope),
+    )
+)]
 pub async fn invalidate(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -240,7 +371,20 @@ pub async fn invalidate(
     .await
 }
 
-/// `GET /v1/otp/status?phone_number=…&app_key=…`.
+/// `GET /v1/otp/status?phone_number=…&app_key=…`: the current flake of the phone.
+#[utoipa::path(
+    get,
+    path = "/v1/otp/status",
+    tag = "otp",
+    summary = "Status of the current flake",
+    security(("apiKey" = [])),
+    params(StatusQuery),
+    responses(
+        (status = 200, description = "Flake status", body = FlakeView),
+        (status = 403, description = "app_key mismatch", body = ErrorEnvelope),
+        (status = 404, description = "No flake", body = ErrorEnvelope),
+    )
+)]
 pub async fn status(
     state: web::Data<ApiState>,
     auth: Authenticated,

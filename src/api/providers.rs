@@ -12,10 +12,13 @@ use actix_web::{HttpRequest, HttpResponse};
 use otpd_actors::message::MessageStatus;
 use otpd_actors::runtime::StatusReport;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{bearer_matches, json_object, token_digest};
 use super::reply::Reply;
+use super::routes::Endpoint;
+use super::schemas::{self, Applied};
 use super::ApiState;
 
 /// Body of `POST /v1/providers/status`.
@@ -24,12 +27,19 @@ use super::ApiState;
 /// runtime refuses it (400), as a provider cannot un-send a message. The ids stay
 /// strings: a `message_id` that is not a UUID names no message (404), like any
 /// unknown id.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = StatusReport)]
 struct StatusBody {
+    /// otpd's id of the message (wins when both ids are given).
     message_id: Option<String>,
+    /// The provider's id of the message.
     provider_message_id: Option<String>,
+    /// What became of the message (`queued` is refused: 400).
+    #[schema(schema_with = schemas::reported_status)]
     status: MessageStatus,
+    /// Machine-readable failure reason.
     error_code: Option<String>,
+    /// Human failure detail.
     error_message: Option<String>,
 }
 
@@ -60,6 +70,18 @@ impl From<StatusBody> for StatusReport {
 /// - **Refusals.** Unknown `status`, `queued`, wrong types, or neither `message_id`
 ///   nor `provider_message_id` → 400 `invalid_request`; an id naming no message →
 ///   404 `not_found`. When both ids are given, `message_id` wins.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/status",
+    tag = "messages",
+    summary = "Provider status report (Bearer provider.status_token)",
+    security(("providerToken" = [])),
+    request_body = StatusBody,
+    responses(
+        (status = 200, description = "Applied or not (rank guard)", body = Applied),
+        (status = 404, description = "No such message", body = ErrorEnvelope),
+    )
+)]
 pub async fn report_status(
     state: web::Data<ApiState>,
     req: HttpRequest,
@@ -92,7 +114,7 @@ fn authenticate_provider(state: &ApiState, req: &HttpRequest) -> Result<(), ApiE
     }
 }
 
-/// Registers the provider status route on the `/v1` scope.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/providers/status").route(web::post().to(report_status)));
+/// The route of this module, in the `/v1` scope.
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![Endpoint::new("/providers/status").post(|r| r.to(report_status))]
 }

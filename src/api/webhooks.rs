@@ -26,37 +26,57 @@ use otpd_actors::webhooks::Webhook;
 use otpd_actors::App;
 use otpd_actors::Error;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{json_object, query, Authenticated};
 use super::idempotency::idempotent;
 use super::reply::Reply;
+use super::routes::Endpoint;
+use super::schemas::{self, DeliveryDetail, DeliveryPage, DeliveryView, WebhookStats};
 use super::ApiState;
 
 /// Body of `POST /v1/webhooks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookCreate)]
 struct CreateBody {
+    /// Destination (the URL policy applies).
     url: String,
+    /// Which events it can receive.
+    #[schema(value_type = schemas::ServiceType)]
     service_type: String,
+    /// Subscribed events (default: every active event of the type).
     events: Option<Vec<String>>,
+    /// Free text.
     description: Option<String>,
 }
 
 /// Body of `PATCH /v1/webhooks/{id}`: only the fields given change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookPatch)]
 struct PatchBody {
+    /// New destination.
     url: Option<String>,
+    /// New subscription.
     events: Option<Vec<String>>,
+    /// Pause or resume deliveries.
+    #[schema(value_type = Option<schemas::WebhookStatus>)]
     status: Option<String>,
+    /// New description.
     description: Option<String>,
 }
 
 /// Body of `POST /v1/webhooks/{id}/recover`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Recover)]
 struct RecoverBody {
+    /// Failed deliveries created at or after this RFC 3339 time are retried.
+    #[schema(format = DateTime)]
     since: String,
+    /// … and before this one (default: now).
+    #[schema(format = DateTime)]
     until: Option<String>,
 }
 
@@ -64,13 +84,33 @@ struct RecoverBody {
 ///
 /// Values are checked by the runtime (400 `invalid_request` when bad); `limit` must
 /// at least be a non-negative integer to get that far.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
+    /// `callback`, `webhook` or `report` (ignored on a webhook's own deliveries).
+    #[param(value_type = Option<schemas::DeliveryKind>)]
     kind: Option<String>,
+    /// `pending`, `succeeded` or `failed`.
+    #[param(value_type = Option<schemas::DeliveryStatus>)]
     status: Option<String>,
+    /// Page size: 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
+
+/// The `{id}` of a webhook route: `wh_<32 hex>`.
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)]
+struct WebhookId(String);
+
+/// The `{delivery_id}` of a delivery route: `dlv_…`.
+#[derive(IntoParams)]
+#[into_params(names("delivery_id"), parameter_in = Path)]
+#[allow(dead_code)]
+struct DeliveryId(String);
 
 impl DeliveriesQuery {
     /// The runtime query: one webhook's deliveries (any `kind` is ignored there),
@@ -102,37 +142,58 @@ async fn deliveries_page(
 }
 
 /// A webhook with its secret: the answer of `POST /v1/webhooks`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookWithSecret)]
 struct CreatedWebhook<'a> {
+    /// The webhook.
     #[serde(flatten)]
+    #[schema(value_type = schemas::Webhook)]
     webhook: &'a Webhook,
+    /// The signing secret (`whsec_…`).
+    #[schema(example = "whsec_…")]
     secret: &'a str,
 }
 
-#[derive(Serialize)]
+/// The answer of `GET /v1/webhooks`, oldest first.
+#[derive(Serialize, ToSchema)]
 struct WebhookList<'a> {
+    /// The webhooks (no secrets).
+    #[schema(value_type = Vec<schemas::Webhook>)]
     items: Vec<&'a Webhook>,
 }
 
-#[derive(Serialize)]
+/// The answer of `GET …/secret`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Secret)]
 struct SecretData<'a> {
+    /// The current signing secret.
     secret: &'a str,
 }
 
 /// `POST …/secret/rotate`: the new secret and the end of the previous one's grace.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = RotatedSecret)]
 struct RotatedData<'a> {
+    /// The new signing secret.
     secret: &'a str,
+    /// Until when the previous secret still signs.
+    #[schema(format = DateTime)]
     previous_secret_expires_at: String,
 }
 
-#[derive(Serialize)]
+/// The answer of `POST …/recover`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Count)]
 struct RecoveredData {
+    /// Deliveries given a new attempt series.
     count: usize,
 }
 
-#[derive(Serialize)]
+/// The answer of `POST …/test`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeliveryId)]
 struct TestData {
+    /// The test event's delivery.
     delivery_id: String,
 }
 
@@ -156,6 +217,19 @@ fn timestamp(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
 }
 
 /// `POST /v1/webhooks` → 201 with the webhook and its secret.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    summary = "Register a webhook",
+    security(("apiKey" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created (secret shown)", body = CreatedWebhook),
+        (status = 409, description = "A webhook for this service_type exists", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed, invalid_callback_url", body = ErrorEnvelope),
+    )
+)]
 pub async fn create(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -186,6 +260,16 @@ pub async fn create(
 }
 
 /// `GET /v1/webhooks` → `{items: [...]}`, oldest first, no secrets.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    summary = "List webhooks",
+    security(("apiKey" = [])),
+    responses(
+        (status = 200, description = "Webhooks", body = WebhookList),
+    )
+)]
 pub async fn list(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -196,6 +280,18 @@ pub async fn list(
 }
 
 /// `GET /v1/webhooks/{id}` (no secret).
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "One webhook",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    responses(
+        (status = 200, description = "The webhook", body = schemas::Webhook),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -206,6 +302,20 @@ pub async fn get(
 }
 
 /// `PATCH /v1/webhooks/{id}` `{url?, events?, status?, description?}` → the webhook.
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Change url, events, status or description",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "Updated", body = schemas::Webhook),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed, invalid_callback_url", body = ErrorEnvelope),
+    )
+)]
 pub async fn patch(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -230,6 +340,18 @@ pub async fn patch(
 }
 
 /// `DELETE /v1/webhooks/{id}` → 204 with no body.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Delete a webhook",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    )
+)]
 pub async fn delete(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -243,6 +365,18 @@ pub async fn delete(
 }
 
 /// `GET /v1/webhooks/{id}/secret` → `{secret}`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/secret",
+    tag = "webhooks",
+    summary = "The signing secret",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    responses(
+        (status = 200, description = "Secret", body = SecretData),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    )
+)]
 pub async fn secret(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -256,6 +390,18 @@ pub async fn secret(
 }
 
 /// `POST /v1/webhooks/{id}/secret/rotate` → `{secret, previous_secret_expires_at}`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/secret/rotate",
+    tag = "webhooks",
+    summary = "Rotate the secret (previous one valid for the grace period)",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    responses(
+        (status = 200, description = "New secret", body = RotatedData),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    )
+)]
 pub async fn rotate_secret(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -274,6 +420,20 @@ pub async fn rotate_secret(
 }
 
 /// `POST /v1/webhooks/{id}/recover` `{since, until?}` → 202 `{count}`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/recover",
+    tag = "webhooks",
+    summary = "Retry failed deliveries created in a window",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    request_body = RecoverBody,
+    responses(
+        (status = 202, description = "Deliveries given a new attempt series", body = RecoveredData),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+        (status = 422, description = "validation_failed", body = ErrorEnvelope),
+    )
+)]
 pub async fn recover(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -300,6 +460,18 @@ pub async fn recover(
 }
 
 /// `POST /v1/webhooks/{id}/test` → 202 `{delivery_id}` of a `<service_type>.test` event.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/test",
+    tag = "webhooks",
+    summary = "Send a signed <service_type>.test event",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    responses(
+        (status = 202, description = "Queued", body = TestData),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    )
+)]
 pub async fn test(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -315,6 +487,18 @@ pub async fn test(
 }
 
 /// `GET /v1/webhooks/{id}/deliveries?status&limit&cursor` → `{items, next_cursor}`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    tag = "deliveries",
+    summary = "A webhook's deliveries",
+    security(("apiKey" = [])),
+    params(WebhookId, DeliveriesQuery),
+    responses(
+        (status = 200, description = "A page", body = DeliveryPage),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    )
+)]
 pub async fn webhook_deliveries(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -326,6 +510,18 @@ pub async fn webhook_deliveries(
 }
 
 /// `GET /v1/webhooks/{id}/stats`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/stats",
+    tag = "webhooks",
+    summary = "Counts, health and latency",
+    security(("apiKey" = [])),
+    params(WebhookId),
+    responses(
+        (status = 200, description = "Stats", body = WebhookStats),
+        (status = 404, description = "No such webhook", body = ErrorEnvelope),
+    )
+)]
 pub async fn stats(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -339,6 +535,17 @@ pub async fn stats(
 }
 
 /// `GET /v1/deliveries?kind&status&limit&cursor` → every delivery of the app.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "deliveries",
+    summary = "The app's deliveries (callbacks, webhooks, reports)",
+    security(("apiKey" = [])),
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "A page", body = DeliveryPage),
+    )
+)]
 pub async fn deliveries(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -350,6 +557,18 @@ pub async fn deliveries(
 
 /// `GET /v1/webhooks/deliveries/{delivery_id}` → the item with `url`, `payload` and
 /// `attempt_log` (any delivery of the app: callbacks and reports too).
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/deliveries/{delivery_id}",
+    tag = "deliveries",
+    summary = "A delivery with its payload and attempt log",
+    security(("apiKey" = [])),
+    params(DeliveryId),
+    responses(
+        (status = 200, description = "The delivery", body = DeliveryDetail),
+        (status = 404, description = "No such delivery", body = ErrorEnvelope),
+    )
+)]
 pub async fn delivery(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -363,6 +582,18 @@ pub async fn delivery(
 }
 
 /// `POST /v1/webhooks/deliveries/{delivery_id}/retry` → 202 with the delivery item.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/deliveries/{delivery_id}/retry",
+    tag = "deliveries",
+    summary = "A new attempt series (same event id and body)",
+    security(("apiKey" = [])),
+    params(DeliveryId),
+    responses(
+        (status = 202, description = "Retrying", body = DeliveryView),
+        (status = 404, description = "No such delivery", body = ErrorEnvelope),
+    )
+)]
 pub async fn retry(
     state: web::Data<ApiState>,
     auth: Authenticated,
@@ -377,30 +608,26 @@ pub async fn retry(
     .await
 }
 
-/// Registers the webhook and delivery-log routes on the `/v1` scope.
-///
+/// The routes of this module, in the `/v1` scope, in match order:
 /// `/webhooks/deliveries/…` comes before `/webhooks/{id}…` so `deliveries` is never
 /// read as a webhook id.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    use super::resource;
-    cfg.service(
-        resource("/webhooks")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(resource("/webhooks/deliveries/{delivery_id}").route(web::get().to(delivery)))
-    .service(resource("/webhooks/deliveries/{delivery_id}/retry").route(web::post().to(retry)))
-    .service(
-        resource("/webhooks/{id}")
-            .route(web::get().to(get))
-            .route(web::patch().to(patch))
-            .route(web::delete().to(delete)),
-    )
-    .service(resource("/webhooks/{id}/secret").route(web::get().to(secret)))
-    .service(resource("/webhooks/{id}/secret/rotate").route(web::post().to(rotate_secret)))
-    .service(resource("/webhooks/{id}/recover").route(web::post().to(recover)))
-    .service(resource("/webhooks/{id}/test").route(web::post().to(test)))
-    .service(resource("/webhooks/{id}/deliveries").route(web::get().to(webhook_deliveries)))
-    .service(resource("/webhooks/{id}/stats").route(web::get().to(stats)))
-    .service(resource("/deliveries").route(web::get().to(deliveries)));
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new("/webhooks")
+            .get(|r| r.to(list))
+            .post(|r| r.to(create)),
+        Endpoint::new("/webhooks/deliveries/{delivery_id}").get(|r| r.to(delivery)),
+        Endpoint::new("/webhooks/deliveries/{delivery_id}/retry").post(|r| r.to(retry)),
+        Endpoint::new("/webhooks/{id}")
+            .get(|r| r.to(get))
+            .patch(|r| r.to(patch))
+            .delete(|r| r.to(delete)),
+        Endpoint::new("/webhooks/{id}/secret").get(|r| r.to(secret)),
+        Endpoint::new("/webhooks/{id}/secret/rotate").post(|r| r.to(rotate_secret)),
+        Endpoint::new("/webhooks/{id}/recover").post(|r| r.to(recover)),
+        Endpoint::new("/webhooks/{id}/test").post(|r| r.to(test)),
+        Endpoint::new("/webhooks/{id}/deliveries").get(|r| r.to(webhook_deliveries)),
+        Endpoint::new("/webhooks/{id}/stats").get(|r| r.to(stats)),
+        Endpoint::new("/deliveries").get(|r| r.to(deliveries)),
+    ]
 }
