@@ -95,7 +95,7 @@ pub mod webhooks;
 pub use app::{App, AppSettings, NewApp};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::RuntimeConfig;
-pub use delivery::{AttemptRecord, DeliveryKind, DeliveryStatus, DeliveryView};
+pub use delivery::model::{AttemptRecord, DeliveryKind, DeliveryStatus, DeliveryView};
 pub use error::Error;
 pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeGauges, SendOtp, VerifyOtp, VerifyResult};

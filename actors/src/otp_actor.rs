@@ -21,7 +21,8 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::clock::{to_millis, Clock};
 use crate::error::Error;
-use crate::events::{self, Outbox, ServiceType};
+use crate::events::outbox::Outbox;
+use crate::events::{self, ServiceType};
 use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
 use crate::otp::{
     CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, OtpRecord, VerifyOutcome,

@@ -15,7 +15,7 @@
 
 mod actor;
 mod dispatcher;
-mod model;
+pub(crate) mod model;
 mod retry;
 
 pub(crate) use actor::DeliveryContext;

@@ -21,9 +21,8 @@ use uuid::Uuid;
 use crate::clock::rfc3339;
 use crate::secrets::random_hex;
 
-mod outbox;
+pub(crate) mod outbox;
 
-pub(crate) use outbox::Outbox;
 
 /// The routes and webhook kinds events travel on (`channel` in the envelope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

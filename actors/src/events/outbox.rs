@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Event, ServiceType};
-use crate::delivery::{Delivery, DeliveryKind};
+use crate::delivery::model::{Delivery, DeliveryKind};
 use crate::storage::Change;
 use crate::webhooks::WebhookDirectory;
 

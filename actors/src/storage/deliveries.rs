@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{parse_uuid, uuid_text, StorageError};
 use crate::clock::{from_millis, to_millis};
-use crate::delivery::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView};
+use crate::delivery::model::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView};
 use crate::events::{Event, ServiceType};
 
 /// A page of deliveries and the cursor `(created_at ms, delivery_id)` of the next one.

@@ -90,7 +90,7 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::config::{Durability, StorageConfig, Synchronous};
-use crate::delivery::{AttemptRecord, Delivery};
+use crate::delivery::model::{AttemptRecord, Delivery};
 use crate::events::Event;
 use crate::message::MessageRecord;
 use crate::otp::OtpRecord;

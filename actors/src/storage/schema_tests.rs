@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{user_version, MIGRATIONS, RETIRED_V4, SCHEMA_VERSION};
 use crate::clock::from_millis;
 use crate::config::{StorageConfig, Synchronous};
-use crate::delivery::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus};
+use crate::delivery::model::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus};
 use crate::events::{Event, ServiceType};
 use crate::message::{Channel, MessageRecord, MessageStatus, Purpose, ReportTarget, ReportType};
 use crate::otp::{FlakeStatus, OtpKey};
