@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::clock::{rfc3339, serde_ts, to_millis, Clock};
+use crate::clock::{rfc3339, serde_ts, to_millis, Clock, Stopwatch};
 use crate::config::DeliveryConfig;
 use crate::events::{Event, ServiceType};
 use crate::registry::Registry;
@@ -378,7 +378,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(cx: Arc<DeliveryContext>, arbiters: Vec<ArbiterHandle>) -> Dispatcher {
         Dispatcher {
-            registry: Registry::with_busy_counters(arbiters),
+            registry: Registry::with_busy_counters(arbiters, cx.clock.clone()),
             cx,
             health: DashMap::new(),
         }
@@ -709,7 +709,7 @@ async fn attempt(cx: &DeliveryContext, d: &Delivery) -> Outcome {
             req = req.header(format!("{p}-Webhook-Secret"), current.as_str());
         }
     }
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let result = req.body(body).send().await;
     let duration_ms = started.elapsed().as_millis() as i64;
     match result {

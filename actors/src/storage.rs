@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -44,7 +44,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::app::{App, AppSettings};
-use crate::clock::{from_millis, to_millis};
+use crate::clock::{from_millis, to_millis, Clock, Stopwatch, SystemClock};
 use crate::config::{Durability, StorageConfig, Synchronous};
 use crate::delivery::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView};
 use crate::events::{Event, ServiceType};
@@ -369,6 +369,15 @@ impl Snapshot {
     /// Also starts the checkpointer thread (its own connection), which the writer
     /// stops and joins when it stops.
     pub fn open(config: &StorageConfig) -> Result<(Snapshot, JoinHandle<()>), StorageError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Snapshot::open`] with the clock whose time the writer stamps on rows that
+    /// carry no time of their own (`updated_at` of OTP state and apps).
+    pub fn open_with_clock(
+        config: &StorageConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Snapshot, JoinHandle<()>), StorageError> {
         let conn = open_connection(&config.path, config.synchronous)?;
         tune_writer(&conn)?;
         let (tx, rx) = mpsc::channel();
@@ -389,6 +398,7 @@ impl Snapshot {
             wal_frames,
             checkpointer: Some(checkpointer),
             segment: Vec::new(),
+            clock,
         };
         let handle = std::thread::Builder::new()
             .name("otpd-snapshot".into())
@@ -551,7 +561,7 @@ impl Checkpointer {
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                let started = Instant::now();
+                let started = Stopwatch::start();
                 // (busy, frames in the WAL, frames copied into the database)
                 let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
@@ -592,6 +602,8 @@ struct Writer {
     checkpointer: Option<Checkpointer>,
     /// Writes of the open segment (kept until the segment is released, to replay them).
     segment: Vec<(Vec<Change>, Option<Reply>)>,
+    /// The time stamped as `updated_at` where a change carries none.
+    clock: Arc<dyn Clock>,
 }
 
 /// Whether a change can break a constraint, and so needs its own savepoint.
@@ -609,9 +621,13 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), StorageError> {
 }
 
 /// Applies `changes` inside their own savepoint `w`: all or nothing.
-fn apply_in_savepoint(conn: &Connection, changes: &[Change]) -> Result<(), StorageError> {
+fn apply_in_savepoint(
+    conn: &Connection,
+    changes: &[Change],
+    now: DateTime<Utc>,
+) -> Result<(), StorageError> {
     exec(conn, "SAVEPOINT w")?;
-    match changes.iter().try_for_each(|c| apply(conn, c)) {
+    match changes.iter().try_for_each(|c| apply(conn, c, now)) {
         Ok(()) => exec(conn, "RELEASE w"),
         Err(e) => {
             exec(conn, "ROLLBACK TO w")?;
@@ -642,9 +658,9 @@ impl Writer {
                 }
                 // Nobody waits: gather for up to flush_interval to make bigger batches.
                 Durability::Async => {
-                    let deadline = Instant::now() + self.flush_interval;
+                    let gathering = Stopwatch::start();
                     while batch.len() < self.max_batch {
-                        let left = deadline.saturating_duration_since(Instant::now());
+                        let left = self.flush_interval.saturating_sub(gathering.elapsed());
                         match self.rx.recv_timeout(left) {
                             Ok(op) => batch.push(op),
                             Err(_) => break,
@@ -678,7 +694,7 @@ impl Writer {
         if self.wal_frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
             return;
         }
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let result = self
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -705,7 +721,8 @@ impl Writer {
 
     /// Applies one batch; returns true when a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Op>) -> bool {
-        let started = Instant::now();
+        let started = Stopwatch::start();
+        let now = self.clock.now();
         let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::with_capacity(batch.len());
         let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
         let count = batch.len() as u64;
@@ -716,7 +733,7 @@ impl Writer {
                     Op::Write(changes, reply) => {
                         if changes.iter().any(may_conflict) {
                             self.open_segment()?;
-                            match apply_in_savepoint(&self.conn, &changes) {
+                            match apply_in_savepoint(&self.conn, &changes, now) {
                                 // Kept in the segment: a later failure replays it too.
                                 Ok(()) => self.segment.push((changes, reply)),
                                 Err(e) => {
@@ -732,7 +749,7 @@ impl Writer {
                             }
                         } else {
                             self.open_segment()?;
-                            let result = changes.iter().try_for_each(|c| apply(&self.conn, c));
+                            let result = changes.iter().try_for_each(|c| apply(&self.conn, c, now));
                             self.segment.push((changes, reply));
                             if let Err(e) = result {
                                 self.replay_segment(&mut replies, e)?;
@@ -829,8 +846,9 @@ impl Writer {
         }
         exec(&self.conn, "ROLLBACK TO seg")?;
         exec(&self.conn, "RELEASE seg")?;
+        let now = self.clock.now();
         for (changes, reply) in std::mem::take(&mut self.segment) {
-            let result = apply_in_savepoint(&self.conn, &changes);
+            let result = apply_in_savepoint(&self.conn, &changes, now);
             if self.conn.is_autocommit() {
                 // The transaction is gone: nothing in this batch can commit.
                 if let Some(reply) = reply {
@@ -857,7 +875,8 @@ fn parse_uuid(s: &str) -> Result<Uuid, StorageError> {
     Uuid::parse_str(s).map_err(|e| StorageError::Corrupt(format!("uuid {s:?}: {e}")))
 }
 
-fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
+/// Applies one change; `now` is the `updated_at` of rows whose change carries none.
+fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), StorageError> {
     match change {
         Change::Otp(rec) => {
             let sends = rec
@@ -896,7 +915,7 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
                 f.map(|f| to_millis(f.expires_at)),
                 f.and_then(|f| f.finished_at.map(to_millis)),
                 sends,
-                to_millis(Utc::now()),
+                to_millis(now),
             ])?;
         }
         Change::Message(m) => {
@@ -948,7 +967,7 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
                 app.name,
                 settings,
                 to_millis(app.created_at),
-                to_millis(Utc::now()),
+                to_millis(now),
             ])?;
         }
         Change::ApiKey {
@@ -1819,7 +1838,7 @@ mod tests {
             app_key: key.into(),
             name: "n".into(),
             settings: AppSettings::default(),
-            created_at: Utc::now(),
+            created_at: SystemClock.now(),
         };
         let a = snap.write(vec![Change::App(app("dup"))]);
         let b = snap.write(vec![Change::App(app("dup"))]);

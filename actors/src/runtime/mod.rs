@@ -11,13 +11,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::{Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message, Supervisor};
-use chrono::Utc;
 use dashmap::DashSet;
 use uuid::Uuid;
 
 use crate::app::{App, AppSettings};
 use crate::apps::AppDirectory;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, Ticker};
 use crate::config::{ProviderKind, RuntimeConfig};
 use crate::delivery::{DeliveryContext, Dispatcher};
 use crate::error::Error;
@@ -175,7 +174,7 @@ impl RuntimeBuilder {
             recover_limits,
         } = self;
         config.validate().map_err(Error::Validation)?;
-        let (snapshot, writer) = Snapshot::open(&config.storage)?;
+        let (snapshot, writer) = Snapshot::open_with_clock(&config.storage, clock.clone())?;
         let pepper = load_pepper(&config, &snapshot).await?;
         let provider: Arc<dyn Provider> = match provider {
             Some(p) => p,
@@ -252,8 +251,8 @@ impl RuntimeBuilder {
             book,
             dispatcher,
             webhooks,
-            registry: Registry::new(handles),
-            apps: AppDirectory::new(),
+            registry: Registry::new(handles, clock.clone()),
+            apps: AppDirectory::new(clock.clone()),
             shared,
             sender,
             policy,
@@ -709,7 +708,14 @@ impl Runtime {
 
     /// Whether storage accepts a write right now (a tiny committed write).
     pub async fn storage_writable(&self) -> bool {
-        let now = Utc::now().timestamp_millis().to_be_bytes().to_vec();
+        let now = self
+            .inner
+            .shared
+            .clock
+            .now()
+            .timestamp_millis()
+            .to_be_bytes()
+            .to_vec();
         self.inner
             .shared
             .snapshot
@@ -904,8 +910,8 @@ impl Runtime {
         let idle = self.inner.config.runtime.idle_actor_secs;
         // Frequent enough that finished messages leave memory within seconds.
         let period = Duration::from_secs((idle / 2).clamp(1, 5));
+        let mut tick = Ticker::new(self.inner.shared.clock.clone(), period);
         actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(period);
             let mut rounds: u64 = 0;
             loop {
                 tick.tick().await;
@@ -938,9 +944,8 @@ impl Runtime {
     fn spawn_retention(&self) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let period = Duration::from_secs(self.inner.config.retention.interval_secs.max(1));
+        let mut tick = Ticker::new(self.inner.shared.clock.clone(), period);
         actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
