@@ -13,8 +13,9 @@
 //! `force` the copy is written next to it and renamed over it only once complete.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use otpd_actors::clock::Stopwatch;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
@@ -90,7 +91,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
 
 /// Copies `options.source` to `options.to`; see the module docs.
 pub fn run(options: &BackupOptions) -> Result<BackupSummary, BackupError> {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let source = &options.source;
     if !source.is_file() {
         return Err(BackupError::NoSource(source.clone()));
@@ -154,13 +155,13 @@ fn copy(source: &Path, target: &Path) -> Result<(i64, String), BackupError> {
     let mut dst = Connection::open(target)?;
     let pages = {
         let backup = Backup::new(&src, &mut dst)?;
-        let deadline = Instant::now() + BUSY_PATIENCE;
+        let waiting = Stopwatch::start();
         loop {
             // -1: every page in one step, so one read transaction, one snapshot.
             match backup.step(-1)? {
                 StepResult::Done => break,
                 StepResult::More | StepResult::Busy | StepResult::Locked => {
-                    if Instant::now() > deadline {
+                    if waiting.elapsed() > BUSY_PATIENCE {
                         return Err(BackupError::Busy(BUSY_PATIENCE));
                     }
                     std::thread::sleep(Duration::from_millis(50));

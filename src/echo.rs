@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use chrono::{DateTime, SecondsFormat, Utc};
+use otpd_actors::clock::{Clock as _, SystemClock};
 use otpd_actors::signing::{verify_otpd_signature, verify_standard_signature};
 
 /// How far `webhook-timestamp` may be from the receiver's clock before [`render`]
@@ -253,7 +254,8 @@ async fn receive(
             .insert_header(("Allow", "POST"))
             .json(serde_json::json!({"received": false, "error": "only POST is accepted"}));
     }
-    let now = Utc::now();
+    // Timestamps are checked against the real wall clock of this machine.
+    let now = SystemClock.now();
     let mut headers: Vec<(String, String)> = req
         .headers()
         .iter()

@@ -232,6 +232,7 @@ fn status_code_with_key(
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // a real-time deadline for polling a real daemon
 fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
     let client = client();
 
@@ -303,6 +304,7 @@ fn check_config_ignores_otpd_variables_without_a_double_underscore() {
 }
 
 /// Waits up to 5 s for a stderr line that satisfies `pred`.
+#[allow(clippy::disallowed_methods)] // a real-time deadline for polling a real daemon
 fn stderr_line(daemon: &Daemon, pred: impl Fn(&str) -> bool) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -71,6 +71,7 @@ fn protocol_errors(daemon: &common::daemon::Daemon) -> u64 {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // a real-time deadline for polling a real daemon
 fn malformed_http_requests_are_counted_and_not_logged_as_errors() {
     let mut daemon = common::daemon::Daemon::without_config()
         .env("RUST_LOG", "info")

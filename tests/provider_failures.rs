@@ -39,6 +39,7 @@ fn scrape(d: &Daemon) -> String {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // a real-time deadline for polling a real daemon
 fn provider_answering_500_is_counted_and_warned_at_a_bounded_rate_while_ready() {
     let provider = Receiver::start(vec![Reply::Status(500, r#"{"error":"down"}"#)]);
     let mut daemon = Daemon::with_config(&format!(

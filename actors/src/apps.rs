@@ -3,17 +3,19 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::clock::Clock;
 use crate::secrets::{hash_api_key, Digest32};
 use crate::storage::{load_api_keys, load_apps, Snapshot, StorageError};
 
 /// How often an unknown API key may trigger a reload (keys created by
-/// `otpd apps create` while the daemon runs appear within this time).
+/// `otpd apps create` while the daemon runs appear within this time), in the
+/// runtime clock's monotonic time.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// Apps by id and API key hashes, mirrored from SQLite.
@@ -27,15 +29,20 @@ pub(crate) struct AppDirectory {
     /// Bumped by every change made in this process. A reload whose read began
     /// before such a change does not remove entries: its snapshot may predate them.
     generation: AtomicU64,
-    last_refresh: Mutex<Option<Instant>>,
+    /// Whose monotonic time [`REFRESH_EVERY`] is measured in.
+    clock: Arc<dyn Clock>,
+    /// The clock's monotonic time of the last reload a miss triggered.
+    last_refresh: Mutex<Option<Duration>>,
 }
 
 impl AppDirectory {
-    pub(crate) fn new() -> AppDirectory {
+    /// An empty directory whose miss-triggered reloads are spaced on `clock`.
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> AppDirectory {
         AppDirectory {
             apps: DashMap::new(),
             keys: DashMap::new(),
             generation: AtomicU64::new(0),
+            clock,
             last_refresh: Mutex::new(None),
         }
     }
@@ -68,7 +75,8 @@ impl AppDirectory {
         self.apps.retain(|id, _| app_ids.contains(id));
     }
 
-    /// The app an API key belongs to, reloading at most once per second on a miss.
+    /// The app an API key belongs to, reloading at most once per [`REFRESH_EVERY`]
+    /// (one second) on a miss.
     pub(crate) async fn authenticate(
         &self,
         snapshot: &Snapshot,
@@ -79,10 +87,11 @@ impl AppDirectory {
             return Some(app);
         }
         let due = {
+            let now = self.clock.monotonic();
             let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
-            let due = last.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+            let due = last.is_none_or(|t| now.saturating_sub(t) >= REFRESH_EVERY);
             if due {
-                *last = Some(Instant::now());
+                *last = Some(now);
             }
             due
         };
@@ -179,7 +188,7 @@ mod tests {
 
     #[test]
     fn valid_keys_authenticate_while_reloads_run() {
-        let dir = Arc::new(AppDirectory::new());
+        let dir = Arc::new(AppDirectory::new(Arc::new(crate::clock::SystemClock)));
         let a = app(0);
         let app_id = a.app_id;
         dir.apply(0, vec![a.clone()], keys(4_000, app_id));
@@ -210,7 +219,7 @@ mod tests {
 
     #[test]
     fn reload_removes_deleted_apps_and_keys() {
-        let dir = AppDirectory::new();
+        let dir = AppDirectory::new(Arc::new(crate::clock::SystemClock));
         let (a, b) = (app(0), app(1));
         let mut all = keys(2, a.app_id);
         all.extend(
@@ -233,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_reload_read_before_a_local_change_does_not_undo_it() {
-        let dir = AppDirectory::new();
+        let dir = AppDirectory::new(Arc::new(crate::clock::SystemClock));
         let a = app(0);
         dir.apply(0, vec![a.clone()], keys(1, a.app_id));
         let started = dir.generation.load(Ordering::Acquire);

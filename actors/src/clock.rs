@@ -1,11 +1,27 @@
 //! Injectable time.
 //!
-//! Every rule that depends on time (expiry, cooldowns, hourly windows, retry
-//! schedules) reads it from a [`Clock`], so tests and the load-test harness can move
-//! time forward without sleeping for minutes.
+//! Every rule that depends on time reads it from a [`Clock`], so tests and the
+//! load-test harness can move time forward without sleeping:
+//!
+//! - wall time ([`Clock::now`]): expiry, cooldowns, hourly windows, timestamps
+//!   written to storage;
+//! - monotonic time ([`Clock::monotonic`]): how long something has been idle or
+//!   since an event (the registry's idle and done-grace times, the sender's seed
+//!   window, the provider-failure warning window, the app directory's refresh);
+//! - waits ([`Clock::sleep`]): retry schedules and pauses; and
+//!   [`Clock::sleep_periodic`] (through [`Ticker`]): the runtime's housekeeping and
+//!   retention rounds.
+//!
+//! [`SystemClock`] is the real clock; [`ManualClock`] only moves when told to.
+//! [`Stopwatch`] is the one real-time helper outside a clock: it measures how long
+//! work took (metrics, statistics, log lines, the storage writer's gathering
+//! deadline in its own thread), never a rule. This file is the only place that may
+//! read the system's time (`clippy.toml` bans `Instant::now`, `SystemTime::now` and
+//! `Utc::now` everywhere else).
+#![allow(clippy::disallowed_methods)]
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
@@ -16,21 +32,94 @@ use tokio::sync::oneshot;
 pub trait Clock: Send + Sync + 'static {
     /// The current wall-clock time.
     fn now(&self) -> DateTime<Utc>;
+    /// Time since this clock's origin; never goes backwards (a wall clock can be
+    /// set back), so it is what idle times and windows are measured in.
+    fn monotonic(&self) -> Duration;
     /// A future that completes once `duration` has passed on this clock.
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+    /// The wait between two rounds of a periodic background task (see [`Ticker`]).
+    /// It completes like [`Clock::sleep`]; a [`ManualClock`] leaves it out of
+    /// [`ManualClock::sleepers`], which counts the waits tests look for (retries).
+    fn sleep_periodic(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.sleep(duration)
+    }
 }
 
-/// The real clock: `Utc::now()` and tokio timers.
+/// The real clock: `Utc::now()`, a process-wide monotonic origin, and tokio timers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
+
+/// The monotonic origin of [`SystemClock`]: the first time any code asked for it.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
 
+    fn monotonic(&self) -> Duration {
+        origin().elapsed()
+    }
+
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         tokio::time::sleep(duration).boxed()
+    }
+}
+
+/// Rounds of a periodic background task on a [`Clock`]: the first
+/// [`tick`](Ticker::tick) completes at once, each later one `period` after the
+/// previous round ended (a slow round delays the next, it never bursts).
+pub struct Ticker {
+    clock: Arc<dyn Clock>,
+    period: Duration,
+    started: bool,
+}
+
+impl Ticker {
+    /// Rounds every `period` of `clock`'s time.
+    pub fn new(clock: Arc<dyn Clock>, period: Duration) -> Ticker {
+        Ticker {
+            clock,
+            period,
+            started: false,
+        }
+    }
+
+    /// Waits for the next round.
+    pub async fn tick(&mut self) {
+        if std::mem::replace(&mut self.started, true) {
+            self.clock.sleep_periodic(self.period).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Ticker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticker")
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Real elapsed time, for measuring how long work took: metrics histograms, commit
+/// and checkpoint statistics, attempt durations, log lines, and the storage
+/// writer's batch-gathering deadline in its own thread. Not for rules: those read a
+/// [`Clock`], so tests can move them.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    /// Starts measuring now.
+    pub fn start() -> Stopwatch {
+        Stopwatch(Instant::now())
+    }
+
+    /// Real time since [`Stopwatch::start`].
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
     }
 }
 
@@ -43,7 +132,17 @@ pub struct ManualClock {
 #[derive(Debug)]
 struct ManualInner {
     now: DateTime<Utc>,
-    sleepers: Vec<(DateTime<Utc>, oneshot::Sender<()>)>,
+    /// Everything [`ManualClock::advance`] has moved the clock by.
+    elapsed: Duration,
+    sleepers: Vec<Sleeper>,
+}
+
+#[derive(Debug)]
+struct Sleeper {
+    at: DateTime<Utc>,
+    /// A [`Clock::sleep_periodic`] wait (not counted by [`ManualClock::sleepers`]).
+    periodic: bool,
+    wake: oneshot::Sender<()>,
 }
 
 impl ManualClock {
@@ -52,35 +151,57 @@ impl ManualClock {
         Arc::new(ManualClock {
             inner: Mutex::new(ManualInner {
                 now: start,
+                elapsed: Duration::ZERO,
                 sleepers: Vec::new(),
             }),
         })
     }
 
-    /// Moves time forward and wakes every sleeper whose deadline has passed.
+    /// Moves time forward (wall and monotonic alike) and wakes every sleeper whose
+    /// deadline has passed.
     pub fn advance(&self, by: Duration) {
         let due = {
             let mut inner = self.lock();
             inner.now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+            inner.elapsed = inner.elapsed.saturating_add(by);
             let now = inner.now;
             let (due, waiting): (Vec<_>, Vec<_>) =
-                inner.sleepers.drain(..).partition(|(at, _)| *at <= now);
+                inner.sleepers.drain(..).partition(|s| s.at <= now);
             inner.sleepers = waiting;
             due
         };
-        for (_, tx) in due {
-            let _ = tx.send(());
+        for sleeper in due {
+            let _ = sleeper.wake.send(());
         }
     }
 
     /// How many sleepers are waiting (lets tests wait until a retry is scheduled).
+    /// The waits of periodic background tasks ([`Clock::sleep_periodic`]) are not
+    /// counted.
     pub fn sleepers(&self) -> usize {
-        self.lock().sleepers.len()
+        self.lock().sleepers.iter().filter(|s| !s.periodic).count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ManualInner> {
         // A poisoned lock only means a test panicked mid-advance; the data is still valid.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait(&self, duration: Duration, periodic: bool) -> BoxFuture<'static, ()> {
+        if duration.is_zero() {
+            return futures::future::ready(()).boxed();
+        }
+        let (wake, rx) = oneshot::channel();
+        {
+            let mut inner = self.lock();
+            let at =
+                inner.now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
+            inner.sleepers.push(Sleeper { at, periodic, wake });
+        }
+        async move {
+            let _ = rx.await;
+        }
+        .boxed()
     }
 }
 
@@ -89,21 +210,16 @@ impl Clock for ManualClock {
         self.lock().now
     }
 
+    fn monotonic(&self) -> Duration {
+        self.lock().elapsed
+    }
+
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        if duration.is_zero() {
-            return futures::future::ready(()).boxed();
-        }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut inner = self.lock();
-            let at =
-                inner.now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
-            inner.sleepers.push((at, tx));
-        }
-        async move {
-            let _ = rx.await;
-        }
-        .boxed()
+        self.wait(duration, false)
+    }
+
+    fn sleep_periodic(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.wait(duration, true)
     }
 }
 
@@ -166,6 +282,48 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         handle.await.expect("sleeper completes");
         assert_eq!(clock.now(), from_millis(10_000));
+    }
+
+    #[tokio::test]
+    async fn periodic_waits_wake_on_advance_but_are_not_counted_as_sleepers() {
+        let clock = ManualClock::new(from_millis(0));
+        let periodic = tokio::spawn(clock.sleep_periodic(Duration::from_secs(5)));
+        let retry = tokio::spawn(clock.sleep(Duration::from_secs(5)));
+        tokio::task::yield_now().await;
+        assert_eq!(clock.sleepers(), 1, "only the retry counts");
+        clock.advance(Duration::from_secs(5));
+        periodic.await.expect("periodic wait completes");
+        retry.await.expect("retry wait completes");
+        assert_eq!(clock.sleepers(), 0);
+    }
+
+    #[test]
+    fn manual_monotonic_time_moves_only_with_advance() {
+        let clock = ManualClock::new(from_millis(1_000));
+        assert_eq!(clock.monotonic(), Duration::ZERO);
+        clock.advance(Duration::from_millis(1_500));
+        assert_eq!(clock.monotonic(), Duration::from_millis(1_500));
+        assert_eq!(clock.now(), from_millis(2_500));
+    }
+
+    #[test]
+    fn system_monotonic_time_never_goes_backwards() {
+        let a = SystemClock.monotonic();
+        let b = SystemClock.monotonic();
+        assert!(b >= a);
+    }
+
+    #[tokio::test]
+    async fn a_ticker_starts_at_once_then_waits_a_period_of_its_clock() {
+        let clock = ManualClock::new(from_millis(0));
+        let mut ticker = Ticker::new(clock.clone(), Duration::from_secs(60));
+        ticker.tick().await;
+        let mut next = Box::pin(ticker.tick());
+        assert!(futures::poll!(&mut next).is_pending());
+        clock.advance(Duration::from_secs(59));
+        assert!(futures::poll!(&mut next).is_pending());
+        clock.advance(Duration::from_secs(1));
+        next.await;
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! delivery report — and those are dispatched only after the commit.
 //!
 //! Actors are started on demand (a report for a message not in memory rehydrates it
-//! from SQLite) and leave memory a second after their last update, final or not.
+//! from SQLite) and leave memory the registry's done-grace (`DONE_GRACE_MS`, two
+//! seconds of the runtime clock) after their last update, final or not.
 
 use std::sync::Arc;
 
@@ -227,7 +228,7 @@ pub(crate) struct MessageRouter {
 impl MessageRouter {
     pub(crate) fn new(shared: MessageContext, arbiters: Vec<ArbiterHandle>) -> MessageRouter {
         MessageRouter {
-            registry: Registry::new(arbiters),
+            registry: Registry::new(arbiters, shared.clock.clone()),
             shared: Arc::new(shared),
         }
     }
@@ -236,9 +237,9 @@ impl MessageRouter {
     /// events are dispatched and a final message leaves memory.
     ///
     /// `seed` is the message as committed, when the caller knows that no other update
-    /// can have been applied and forgotten since (the sender within a second of the
-    /// commit: an actor made by a report in that time is still registered, and wins
-    /// over the seed). It saves the actor's load from SQLite.
+    /// can have been applied and forgotten since (the sender within `SEED_WITHIN`,
+    /// 0.9 s of clock time, of the commit: an actor made by a report in that time is
+    /// still registered for its done-grace, and wins over the seed). It saves the actor's load from SQLite.
     pub(crate) async fn apply(
         &self,
         id: Uuid,
@@ -271,7 +272,7 @@ impl MessageRouter {
                         return Err(Error::Storage(e));
                     }
                     // The actor only serializes concurrent updates; the state is in
-                    // SQLite. It leaves after a second without updates, so memory
+                    // SQLite. It leaves after the done-grace (2 s) without updates, so memory
                     // follows in-flight reports, not messages awaiting a receipt.
                     self.registry.mark_done(&id);
                     return Ok(applied);

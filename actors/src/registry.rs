@@ -6,21 +6,24 @@
 //! actor is placed on the next arbiter of the pool (one per core). An entry whose
 //! mailbox has closed (the actor panicked: panics are not supervised) is replaced on
 //! the next call. The reaper drops entries that are idle — untouched for the idle
-//! time (one second once marked done) and owing no work (`busy == 0`); dropping the
-//! last `Addr` stops the actor, so memory follows the live working set.
+//! time ([`DONE_GRACE_MS`], two seconds, once marked done) and owing no work
+//! (`busy == 0`); dropping the last `Addr` stops the actor, so memory follows the
+//! live working set. Idle time is the runtime clock's monotonic time
+//! ([`Clock::monotonic`]), so a test moves it with a `ManualClock`.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+use crate::clock::Clock;
+
 struct Slot<A: Actor> {
     addr: Addr<A>,
-    /// Milliseconds since the registry's epoch when a caller last took this address.
+    /// The clock's monotonic time, in milliseconds, when a caller last took this address.
     touched: AtomicU64,
     /// Work the actor still owes (queued or in-flight deliveries); never reaped while > 0.
     busy: Arc<AtomicUsize>,
@@ -44,31 +47,32 @@ pub(crate) struct Registry<K, A: Actor> {
     shared_busy: Option<Arc<AtomicUsize>>,
     arbiters: Vec<ArbiterHandle>,
     next: AtomicUsize,
-    epoch: Instant,
+    /// Whose monotonic time idle and done-grace times are measured in.
+    clock: Arc<dyn Clock>,
 }
 
 impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
-    /// A registry whose actors never owe work (`busy` stays 0).
-    pub(crate) fn new(arbiters: Vec<ArbiterHandle>) -> Self {
+    /// A registry whose actors never owe work (`busy` stays 0), idle on `clock`'s time.
+    pub(crate) fn new(arbiters: Vec<ArbiterHandle>, clock: Arc<dyn Clock>) -> Self {
         Registry {
             map: DashMap::new(),
             shared_busy: Some(Arc::new(AtomicUsize::new(0))),
             arbiters,
             next: AtomicUsize::new(0),
-            epoch: Instant::now(),
+            clock,
         }
     }
 
     /// A registry whose actors count the work they owe in their own `busy` counter.
-    pub(crate) fn with_busy_counters(arbiters: Vec<ArbiterHandle>) -> Self {
+    pub(crate) fn with_busy_counters(arbiters: Vec<ArbiterHandle>, clock: Arc<dyn Clock>) -> Self {
         Registry {
             shared_busy: None,
-            ..Self::new(arbiters)
+            ..Self::new(arbiters, clock)
         }
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn new_slot(&self, now: u64, spawn: Spawn<'_, A>) -> Slot<A> {

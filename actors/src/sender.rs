@@ -15,11 +15,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::ArbiterHandle;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Stopwatch};
 use crate::delivery::RetrySchedule;
 use crate::message::{MessageRecord, MessageStatus};
 use crate::message_actor::{MessageRouter, StatusUpdate};
@@ -29,27 +29,29 @@ use crate::provider::{OutboundMessage, Provider};
 /// the record it holds. Any actor a status report made since the commit was touched
 /// after it, and stays registered for the registry's done-grace (2 s) after that
 /// touch, so within this window a live report actor always wins over the seed.
+/// Measured on the clock's monotonic time, like the done-grace.
 const SEED_WITHIN: Duration = Duration::from_millis(900);
 
 /// At most one WARN per this interval about a failing provider.
 pub(crate) const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Rate limit for provider-failure warnings: one WARN per [`WARN_EVERY`], with the
-/// count of failures suppressed since the previous one.
+/// count of failures suppressed since the previous one. Times are the runtime
+/// clock's monotonic time ([`Clock::monotonic`]).
 #[derive(Debug, Default)]
 pub(crate) struct FailureLog {
     /// When the last WARN was written, and failures not logged since.
-    state: Mutex<(Option<Instant>, u64)>,
+    state: Mutex<(Option<Duration>, u64)>,
 }
 
 impl FailureLog {
-    /// Records a failure at `now`; returns `Some(suppressed)` when it should be
-    /// logged at WARN (with that many earlier failures not logged), else `None`.
-    pub(crate) fn failure(&self, now: Instant) -> Option<u64> {
+    /// Records a failure at monotonic time `now`; returns `Some(suppressed)` when it
+    /// should be logged at WARN (with that many earlier failures not logged), else `None`.
+    pub(crate) fn failure(&self, now: Duration) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (last, suppressed) = &mut *state;
         match last {
-            Some(at) if now.saturating_duration_since(*at) < WARN_EVERY => {
+            Some(at) if now.saturating_sub(*at) < WARN_EVERY => {
                 *suppressed += 1;
                 None
             }
@@ -94,7 +96,7 @@ impl MessageSender {
     pub(crate) fn dispatch(self: &Arc<Self>, pending: PendingSend) {
         let this = self.clone();
         // Dispatch happens right after the commit (outbox before network).
-        let committed = Instant::now();
+        let committed = self.clock.monotonic();
         if actix::Arbiter::try_current().is_some() {
             actix_rt::spawn(async move { this.run(pending, committed).await });
             return;
@@ -103,7 +105,8 @@ impl MessageSender {
         self.arbiters[i].spawn(async move { this.run(pending, committed).await });
     }
 
-    async fn run(&self, pending: PendingSend, committed: Instant) {
+    /// `committed` is the clock's monotonic time of the commit.
+    async fn run(&self, pending: PendingSend, committed: Duration) {
         let PendingSend { record, outbound } = pending;
         let mut last_error = String::new();
         let mut attempts = record.attempts;
@@ -113,7 +116,7 @@ impl MessageSender {
             }
             attempts += 1;
             let provider = self.provider.name();
-            let started = Instant::now();
+            let started = Stopwatch::start();
             let sent = self.provider.send(&outbound).await;
             metrics::histogram!("otpd_provider_send_duration_seconds", "provider" => provider)
                 .record(started.elapsed().as_secs_f64());
@@ -129,13 +132,14 @@ impl MessageSender {
                     };
                     // Soon after the commit, the committed record is what SQLite holds
                     // unless a live actor says otherwise (see SEED_WITHIN).
-                    let seed = (committed.elapsed() < SEED_WITHIN).then(|| record.clone());
+                    let since = self.clock.monotonic().saturating_sub(committed);
+                    let seed = (since < SEED_WITHIN).then(|| record.clone());
                     self.record(record.message_id, update, seed).await;
                     return;
                 }
                 Err(e) => {
                     tracing::debug!(message_id = %record.message_id, attempt = attempts, error = %e, "provider refused a message");
-                    if let Some(suppressed) = self.failures.failure(Instant::now()) {
+                    if let Some(suppressed) = self.failures.failure(self.clock.monotonic()) {
                         tracing::warn!(
                             provider,
                             message_id = %record.message_id,
@@ -173,7 +177,7 @@ mod tests {
     #[test]
     fn failure_log_warns_once_per_interval_with_the_suppressed_count() {
         let log = FailureLog::default();
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(1_000);
         assert_eq!(log.failure(t0), Some(0));
         assert_eq!(log.failure(t0 + Duration::from_secs(1)), None);
         assert_eq!(log.failure(t0 + Duration::from_secs(2)), None);

@@ -620,8 +620,15 @@ async fn idle_callback_endpoint_actors_leave_the_registry() {
         .unwrap();
     cb.wait_for(1).await;
     assert_eq!(f.runtime.delivery_actors(), 1);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    f.runtime.reap_idle(Duration::from_secs(1));
+    // Idle time is clock time; the actor may still be recording the attempt (busy),
+    // so each poll moves the clock past the idle limit and reaps again.
+    let (runtime, clock) = (f.runtime.clone(), f.clock.clone());
+    eventually("the idle endpoint actor to be reaped", || {
+        clock.advance(Duration::from_millis(1100));
+        runtime.reap_idle(Duration::from_secs(1));
+        runtime.delivery_actors() == 0
+    })
+    .await;
     assert_eq!(f.runtime.delivery_actors(), 0);
 }
 
@@ -734,7 +741,10 @@ async fn callback_endpoints_leave_memory_once_their_deliveries_finish() {
     assert!(f.runtime.gauges().delivery_endpoints_tracked >= 1);
     // Reaping idle endpoint actors also forgets their health: nothing is paused.
     let runtime = f.runtime.clone();
+    let clock = f.clock.clone();
     eventually("every callback endpoint to be forgotten", || {
+        // Idle time is clock time: each poll moves it past the idle limit.
+        clock.advance(Duration::from_secs(1));
         runtime.reap_idle(Duration::from_secs(1));
         runtime.gauges().delivery_endpoints_tracked == 0
     })

@@ -279,7 +279,7 @@ async fn final_messages_leave_memory_and_a_late_report_rehydrates_them() {
         1,
         "kept for the done-grace after its update"
     );
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    f.clock.advance(Duration::from_millis(2300));
     f.runtime.reap_idle(Duration::from_secs(3600));
     assert_eq!(
         f.runtime.message_actors(),

@@ -140,7 +140,7 @@ async fn idle_actors_leave_memory_and_rehydrate_from_sqlite() {
         .await
         .unwrap();
     assert_eq!(f.runtime.live_actors(), 1);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.clock.advance(Duration::from_millis(1100));
     assert!(f.runtime.reap_idle(Duration::from_secs(1)) >= 1);
     let rt = f.runtime.clone();
     eventually("the reaped actor to stop", || rt.live_actors() == 0).await;
@@ -354,7 +354,7 @@ async fn actors_used_within_the_idle_time_are_not_reaped() {
     let dir = tempfile::tempdir().unwrap();
     let f = start_loopback(dir.path()).await;
     f.runtime.request(&f.app, send(PHONE)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.clock.advance(Duration::from_millis(1100));
     f.runtime.reap_idle(Duration::from_secs(60));
     assert!(
         f.runtime.actor_addr(f.app.app_id, PHONE).is_some(),

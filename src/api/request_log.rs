@@ -10,12 +10,12 @@ use std::future::{ready, Ready};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::HeaderMap;
 use futures::future::LocalBoxFuture;
 use ipnet::IpNet;
+use otpd_actors::clock::Stopwatch;
 use tracing::Instrument;
 
 /// Middleware factory: wrap a scope or resource with it.
@@ -71,7 +71,7 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let client_ip = client_ip(req.peer_addr(), req.headers(), &self.trusted_proxies)
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "-".into());

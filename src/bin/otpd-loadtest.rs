@@ -71,6 +71,8 @@
 //! (default `warn`, to stderr).
 
 #![forbid(unsafe_code)]
+// A load-test harness measures real time (latencies, run deadlines) by design.
+#![allow(clippy::disallowed_methods)]
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

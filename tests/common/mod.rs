@@ -7,6 +7,8 @@
 //! [`Fixture::advance`]. Dropping the fixture stops the server and the runtime.
 
 #![allow(dead_code)]
+// Deadlines of polling loops against the server thread and the daemon are real time.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use super::dispatcher::EndpointHealth;
 use super::model::{AttemptRecord, Delivery, DeliveryStatus, EndpointKey};
 use super::retry::RetrySchedule;
-use crate::clock::{rfc3339, to_millis, Clock};
+use crate::clock::{rfc3339, to_millis, Clock, Stopwatch};
 use crate::config::DeliveryConfig;
 use crate::signing::{otpd_signature, standard_signature_header};
 use crate::storage::{Change, Snapshot};
@@ -331,7 +331,7 @@ async fn attempt(cx: &DeliveryContext, d: &Delivery) -> Outcome {
             req = req.header(format!("{p}-Webhook-Secret"), current.as_str());
         }
     }
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let result = req.body(body).send().await;
     let duration_ms = started.elapsed().as_millis() as i64;
     match result {

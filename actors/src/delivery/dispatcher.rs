@@ -44,7 +44,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(cx: Arc<DeliveryContext>, arbiters: Vec<ArbiterHandle>) -> Dispatcher {
         Dispatcher {
-            registry: Registry::with_busy_counters(arbiters),
+            registry: Registry::with_busy_counters(arbiters, cx.clock.clone()),
             cx,
             health: DashMap::new(),
         }

@@ -23,7 +23,6 @@ use crate::secrets::random_hex;
 
 pub(crate) mod outbox;
 
-
 /// The routes and webhook kinds events travel on (`channel` in the envelope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -104,7 +104,7 @@ impl RuntimeBuilder {
             recover_limits,
         } = self;
         config.validate().map_err(Error::Validation)?;
-        let (snapshot, writer) = Snapshot::open(&config.storage)?;
+        let (snapshot, writer) = Snapshot::open_with_clock(&config.storage, clock.clone())?;
         let pepper = load_pepper(&config, &snapshot).await?;
         let provider: Arc<dyn Provider> = match provider {
             Some(p) => p,
@@ -176,8 +176,8 @@ impl RuntimeBuilder {
             book,
             dispatcher,
             webhooks,
-            registry: Registry::new(handles),
-            apps: AppDirectory::new(),
+            registry: Registry::new(handles, clock.clone()),
+            apps: AppDirectory::new(clock.clone()),
             shared,
             sender,
             policy,

@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{Runtime, RuntimeParts};
+use crate::clock::Ticker;
 use crate::error::Error;
 use crate::idempotency;
 use crate::retention::Pruned;
@@ -41,8 +42,8 @@ impl Runtime {
         let idle = self.inner.config.runtime.idle_actor_secs;
         // Frequent enough that finished messages leave memory within seconds.
         let period = Duration::from_secs((idle / 2).clamp(1, 5));
+        let mut tick = Ticker::new(self.inner.shared.clock.clone(), period);
         actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(period);
             let mut rounds: u64 = 0;
             loop {
                 tick.tick().await;
@@ -72,9 +73,8 @@ impl Runtime {
     fn spawn_retention(&self) {
         let weak: Weak<RuntimeParts> = Arc::downgrade(&self.inner);
         let period = Duration::from_secs(self.inner.config.retention.interval_secs.max(1));
+        let mut tick = Ticker::new(self.inner.shared.clock.clone(), period);
         actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };

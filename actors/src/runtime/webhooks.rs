@@ -350,6 +350,7 @@ impl Runtime {
                 {
                     return Ok(count);
                 }
+                // Polls other tasks' progress (backpressure), not a time rule: real time.
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             let wid = webhook_id.to_string();

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
+
+use crate::clock::Stopwatch;
 
 use super::{SnapshotStats, StorageError, CHECKPOINT_EVERY, WAL_RESTART_FRAMES};
 
@@ -43,7 +45,7 @@ impl Checkpointer {
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                let started = Instant::now();
+                let started = Stopwatch::start();
                 // (busy, frames in the WAL, frames copied into the database)
                 let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
@@ -84,7 +86,7 @@ pub(super) fn bound_wal(conn: &Connection, wal_frames: &AtomicU64, stats: &Snaps
     if wal_frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
         return;
     }
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,

@@ -89,6 +89,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::clock::Clock;
 use crate::config::{Durability, StorageConfig, Synchronous};
 use crate::delivery::model::{AttemptRecord, Delivery};
 use crate::events::Event;
@@ -348,13 +349,26 @@ impl Snapshot {
     ///
     /// Also starts the checkpointer thread (its own connection), which the writer
     /// stops and joins when it stops.
+    /// With the system clock; the runtime passes its own through
+    /// [`Snapshot::open_with_clock`].
+    #[cfg(test)]
     pub fn open(config: &StorageConfig) -> Result<(Snapshot, JoinHandle<()>), StorageError> {
+        Self::open_with_clock(config, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// [`Snapshot::open`] with the clock whose time the writer stamps on rows that
+    /// carry no time of their own (`updated_at` of OTP state and apps).
+    pub fn open_with_clock(
+        config: &StorageConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Snapshot, JoinHandle<()>), StorageError> {
         let conn = open_connection(&config.path, config.synchronous)?;
         writer::tune_writer(&conn)?;
         let stats = Arc::new(SnapshotStats::default());
         let wal_frames = Arc::new(AtomicU64::new(0));
         let checkpointer = Checkpointer::start(&config.path, stats.clone(), wal_frames.clone())?;
-        let (tx, handle) = writer::spawn(conn, config, stats.clone(), wal_frames, checkpointer)?;
+        let (tx, handle) =
+            writer::spawn(conn, config, stats.clone(), wal_frames, checkpointer, clock)?;
         Ok((
             Snapshot {
                 tx,

@@ -8,15 +8,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::checkpoint::{bound_wal, Checkpointer};
 use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
-use crate::clock::to_millis;
+use crate::clock::{to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
 use crate::message::Purpose;
 
@@ -50,6 +50,7 @@ pub(super) fn spawn(
     stats: Arc<SnapshotStats>,
     wal_frames: Arc<AtomicU64>,
     checkpointer: Checkpointer,
+    clock: Arc<dyn Clock>,
 ) -> Result<(mpsc::Sender<Op>, JoinHandle<()>), StorageError> {
     let (tx, rx) = mpsc::channel();
     let max_batch = match config.durability {
@@ -66,6 +67,7 @@ pub(super) fn spawn(
         wal_frames,
         checkpointer: Some(checkpointer),
         segment: Vec::new(),
+        clock,
     };
     let handle = std::thread::Builder::new()
         .name("otpd-snapshot".into())
@@ -100,6 +102,8 @@ struct Writer {
     checkpointer: Option<Checkpointer>,
     /// Writes of the open segment (kept until the segment is released, to replay them).
     segment: Vec<(Vec<Change>, Option<Reply>)>,
+    /// The time stamped as `updated_at` where a change carries none.
+    clock: Arc<dyn Clock>,
 }
 
 /// Whether a change can break a constraint, and so needs its own savepoint.
@@ -117,9 +121,13 @@ pub(super) fn exec(conn: &Connection, sql: &str) -> Result<(), StorageError> {
 }
 
 /// Applies `changes` inside their own savepoint `w`: all or nothing.
-fn apply_in_savepoint(conn: &Connection, changes: &[Change]) -> Result<(), StorageError> {
+fn apply_in_savepoint(
+    conn: &Connection,
+    changes: &[Change],
+    now: DateTime<Utc>,
+) -> Result<(), StorageError> {
     exec(conn, "SAVEPOINT w")?;
-    match changes.iter().try_for_each(|c| apply(conn, c)) {
+    match changes.iter().try_for_each(|c| apply(conn, c, now)) {
         Ok(()) => exec(conn, "RELEASE w"),
         Err(e) => {
             exec(conn, "ROLLBACK TO w")?;
@@ -150,9 +158,9 @@ impl Writer {
                 }
                 // Nobody waits: gather for up to flush_interval to make bigger batches.
                 Durability::Async => {
-                    let deadline = Instant::now() + self.flush_interval;
+                    let gathering = Stopwatch::start();
                     while batch.len() < self.max_batch {
-                        let left = deadline.saturating_duration_since(Instant::now());
+                        let left = self.flush_interval.saturating_sub(gathering.elapsed());
                         match self.rx.recv_timeout(left) {
                             Ok(op) => batch.push(op),
                             Err(_) => break,
@@ -177,7 +185,8 @@ impl Writer {
 
     /// Applies one batch; returns true when a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Op>) -> bool {
-        let started = Instant::now();
+        let started = Stopwatch::start();
+        let now = self.clock.now();
         let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::with_capacity(batch.len());
         let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
         let count = batch.len() as u64;
@@ -188,7 +197,7 @@ impl Writer {
                     Op::Write(changes, reply) => {
                         if changes.iter().any(may_conflict) {
                             self.open_segment()?;
-                            match apply_in_savepoint(&self.conn, &changes) {
+                            match apply_in_savepoint(&self.conn, &changes, now) {
                                 // Kept in the segment: a later failure replays it too.
                                 Ok(()) => self.segment.push((changes, reply)),
                                 Err(e) => {
@@ -204,7 +213,7 @@ impl Writer {
                             }
                         } else {
                             self.open_segment()?;
-                            let result = changes.iter().try_for_each(|c| apply(&self.conn, c));
+                            let result = changes.iter().try_for_each(|c| apply(&self.conn, c, now));
                             self.segment.push((changes, reply));
                             if let Err(e) = result {
                                 self.replay_segment(&mut replies, e)?;
@@ -301,8 +310,9 @@ impl Writer {
         }
         exec(&self.conn, "ROLLBACK TO seg")?;
         exec(&self.conn, "RELEASE seg")?;
+        let now = self.clock.now();
         for (changes, reply) in std::mem::take(&mut self.segment) {
-            let result = apply_in_savepoint(&self.conn, &changes);
+            let result = apply_in_savepoint(&self.conn, &changes, now);
             if self.conn.is_autocommit() {
                 // The transaction is gone: nothing in this batch can commit.
                 if let Some(reply) = reply {
@@ -321,7 +331,8 @@ impl Writer {
     }
 }
 
-fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
+/// Applies one change; `now` is the `updated_at` of rows whose change carries none.
+fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), StorageError> {
     match change {
         Change::Otp(rec) => {
             let sends = rec
@@ -360,7 +371,7 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
                 f.map(|f| to_millis(f.expires_at)),
                 f.and_then(|f| f.finished_at.map(to_millis)),
                 sends,
-                to_millis(Utc::now()),
+                to_millis(now),
             ])?;
         }
         Change::Message(m) => {
@@ -412,7 +423,7 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
                 app.name,
                 settings,
                 to_millis(app.created_at),
-                to_millis(Utc::now()),
+                to_millis(now),
             ])?;
         }
         Change::ApiKey {
@@ -555,7 +566,7 @@ fn apply(conn: &Connection, change: &Change) -> Result<(), StorageError> {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use chrono::Utc;
+    use crate::clock::{Clock, SystemClock};
     use uuid::Uuid;
 
     use crate::app::{App, AppSettings};
@@ -573,7 +584,7 @@ mod tests {
             app_key: key.into(),
             name: "n".into(),
             settings: AppSettings::default(),
-            created_at: Utc::now(),
+            created_at: SystemClock.now(),
         };
         let a = snap.write(vec![Change::App(app("dup"))]);
         let b = snap.write(vec![Change::App(app("dup"))]);
