@@ -8,7 +8,7 @@
 //! 1. `Runtime::request` for a phone (the call returns once the new flake and its
 //!    queued message are committed, with `--durability commit`);
 //! 2. the runtime hands the message to the provider. The harness plugs in
-//!    `CapturingProvider`, which takes the code out of the text (the apps use
+//!    `otpd_test_support::HandoffProvider`, which takes the code out of the text (the apps use
 //!    `message_template = "{code}"`) and hands it to the waiting cycle by
 //!    `message_id`;
 //! 3. `Runtime::verify` with that code, which must answer `Verified`.
@@ -32,7 +32,7 @@
 //! Phone `i` belongs to app `i % apps`.
 //!
 //! **Delivery mode** (`--deliveries N --endpoints E`). Measures signed deliveries
-//! from the runtime to a local receiver: a minimal HTTP/1.1 server on
+//! from the runtime to a local receiver: `otpd_test_support::Receiver` (hyper) on
 //! `127.0.0.1:<ephemeral>` inside this process, on its own thread (a current-thread
 //! tokio runtime), which answers every request `200` with keep-alive and records
 //! when each one arrived. Only loopback traffic; the run is bounded by N, by
@@ -81,21 +81,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use actix::Arbiter;
 use clap::{Parser, ValueEnum};
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use hdrhistogram::Histogram;
 use otpd_actors::config::{Durability, Synchronous};
 use otpd_actors::otp::VerifyOutcome;
 use otpd_actors::phone::Phone;
 use otpd_actors::runtime::NewWebhook;
-use otpd_actors::{
-    App, AppSettings, NewApp, OutboundMessage, Provider, ProviderError, ProviderReceipt, Runtime,
-    RuntimeConfig, SendOtp, VerifyOtp,
-};
+use otpd_actors::{App, AppSettings, NewApp, Runtime, RuntimeConfig, SendOtp, VerifyOtp};
+use otpd_test_support::{HandoffProvider, Received, Reply};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -189,92 +183,6 @@ struct Args {
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
-}
-
-// ----- the provider ----------------------------------------------------------
-
-enum Slot {
-    /// The cycle is waiting for its code.
-    Waiting(oneshot::Sender<String>),
-    /// The provider was called before the cycle asked.
-    Ready(String),
-}
-
-const SHARDS: usize = 64;
-
-/// A provider that hands each code back to the cycle waiting for its message id.
-/// The provider can be called before or after `request` returns, so each slot
-/// holds whichever side arrived first.
-struct CapturingProvider {
-    capture: bool,
-    shards: Vec<Mutex<HashMap<Uuid, Slot>>>,
-    sent: AtomicU64,
-}
-
-impl CapturingProvider {
-    fn new(capture: bool) -> CapturingProvider {
-        CapturingProvider {
-            capture,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            sent: AtomicU64::new(0),
-        }
-    }
-
-    fn shard(&self, id: &Uuid) -> &Mutex<HashMap<Uuid, Slot>> {
-        // v4 ids are random: the last byte spreads evenly.
-        &self.shards[usize::from(id.as_bytes()[15]) % SHARDS]
-    }
-
-    fn deliver(&self, id: Uuid, code: String) {
-        let mut map = self.shard(&id).lock().unwrap_or_else(|e| e.into_inner());
-        match map.remove(&id) {
-            Some(Slot::Waiting(tx)) => {
-                let _ = tx.send(code);
-            }
-            _ => {
-                map.insert(id, Slot::Ready(code));
-            }
-        }
-    }
-
-    /// Waits for the code of `id` (at most `CALL_TIMEOUT`).
-    async fn code_for(&self, id: Uuid) -> Option<String> {
-        let rx = {
-            let mut map = self.shard(&id).lock().unwrap_or_else(|e| e.into_inner());
-            match map.remove(&id) {
-                Some(Slot::Ready(code)) => return Some(code),
-                _ => {
-                    let (tx, rx) = oneshot::channel();
-                    map.insert(id, Slot::Waiting(tx));
-                    rx
-                }
-            }
-        };
-        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Ok(Ok(code)) => Some(code),
-            _ => {
-                self.shard(&id)
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                None
-            }
-        }
-    }
-}
-
-impl Provider for CapturingProvider {
-    fn send<'a>(
-        &'a self,
-        message: &'a OutboundMessage,
-    ) -> BoxFuture<'a, Result<ProviderReceipt, ProviderError>> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        if self.capture {
-            // message_template = "{code}": the text is the code.
-            self.deliver(message.message_id, message.text.trim().to_string());
-        }
-        futures::future::ready(Ok(ProviderReceipt::default())).boxed()
-    }
 }
 
 // ----- measurements ----------------------------------------------------------
@@ -560,7 +468,7 @@ fn runtime_config(args: &Args, db: PathBuf) -> RuntimeConfig {
 /// Shared by every driver task.
 struct Plan {
     runtime: Runtime,
-    provider: Arc<CapturingProvider>,
+    provider: Arc<HandoffProvider>,
     apps: Vec<Arc<App>>,
     phones: Arc<Vec<String>>,
     deadline: Instant,
@@ -639,7 +547,7 @@ async fn drive(plan: Arc<Plan>, task: usize, tasks: usize, tally: Rc<RefCell<Tal
             tally.borrow_mut().error("request_without_message");
             continue;
         };
-        let Some(code) = plan.provider.code_for(message_id).await else {
+        let Some(code) = plan.provider.code_for(message_id, CALL_TIMEOUT).await else {
             tally.borrow_mut().error("code_timeout");
             continue;
         };
@@ -778,7 +686,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         return Err("--phones/--hold-flakes, --apps and --concurrency must be at least 1".into());
     }
     let (phones, parse_avg) = phones(n_phones)?;
-    let provider = Arc::new(CapturingProvider::new(hold.is_none()));
+    let provider = Arc::new(HandoffProvider::new(hold.is_none()));
     let runtime = Runtime::builder(runtime_config(&args, db))
         .provider(provider.clone())
         .start()
@@ -830,7 +738,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     let live = runtime.live_actors();
     let registered = runtime.registered_actors();
     let message_actors = runtime.message_actors();
-    let provider_sends = provider.sent.load(Ordering::Relaxed);
+    let provider_sends = provider.sends();
     drop(plan);
     runtime.shutdown().await;
 
@@ -1017,7 +925,7 @@ fn main() -> ExitCode {
 
 /// What the in-process receiver saw.
 #[derive(Default)]
-struct Received {
+struct Arrivals {
     /// Correlation key (flake id from the body, else the delivery id header) → arrival.
     arrived: HashMap<String, Instant>,
     requests: u64,
@@ -1025,62 +933,39 @@ struct Received {
     last: Option<Instant>,
 }
 
-/// The loopback receiver: a minimal HTTP/1.1 server (keep-alive, pipelining-safe)
-/// that answers `200` with an empty body and records each request's arrival.
+/// The loopback receiver: the shared test receiver (a real HTTP/1.1 server,
+/// keep-alive on, nothing recorded) answering `200` with an empty body, and an
+/// observer noting each request's arrival.
 struct Receiver {
     port: u16,
-    seen: Arc<Mutex<Received>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    seen: Arc<Mutex<Arrivals>>,
+    server: otpd_test_support::Receiver,
 }
 
 impl Receiver {
     fn start() -> Result<Receiver, String> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("binding the receiver: {e}"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("receiver socket: {e}"))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let seen = Arc::new(Mutex::new(Received::default()));
-        let (stop, stopped) = oneshot::channel::<()>();
+        let seen = Arc::new(Mutex::new(Arrivals::default()));
         let state = seen.clone();
-        let thread = std::thread::Builder::new()
-            .name("loadtest-receiver".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("otpd-loadtest: receiver runtime: {e}");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let accept = async {
-                        while let Ok((sock, _)) = listener.accept().await {
-                            let _ = sock.set_nodelay(true);
-                            tokio::task::spawn_local(serve_connection(sock, state.clone()));
-                        }
-                    };
-                    tokio::select! {
-                        _ = accept => {}
-                        _ = stopped => {}
-                    }
-                });
+        let server = otpd_test_support::Receiver::builder(vec![Reply::Status(200, "")])
+            .keep_alive(true)
+            .record(false)
+            .observe(move |r: &Received| {
+                let now = Instant::now();
+                let key = correlation_key(r);
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                s.requests += 1;
+                s.first.get_or_insert(now);
+                s.last = Some(now);
+                if let Some(k) = key {
+                    s.arrived.insert(k, now);
+                }
             })
+            .start()
             .map_err(|e| format!("starting the receiver: {e}"))?;
         Ok(Receiver {
-            port,
+            port: server.addr.port(),
             seen,
-            stop: Some(stop),
-            thread: Some(thread),
+            server,
         })
     }
 
@@ -1088,81 +973,21 @@ impl Receiver {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).requests
     }
 
-    fn stop(mut self) -> Received {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    fn stop(self) -> Arrivals {
+        self.server.stop();
         std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A header's value from a request head (case-insensitive name).
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// The correlation key: the `flake_id` in a callback body, else the delivery id.
-fn correlation_key(head: &str, body: &[u8]) -> Option<String> {
-    const FIELD: &[u8] = b"\"flake_id\":\"";
-    if let Some(at) = find(body, FIELD) {
-        let rest = &body[at + FIELD.len()..];
-        let end = rest.iter().position(|b| *b == b'"')?;
-        return std::str::from_utf8(&rest[..end]).ok().map(str::to_string);
+fn correlation_key(r: &Received) -> Option<String> {
+    const FIELD: &str = "\"flake_id\":\"";
+    if let Some(at) = r.body.find(FIELD) {
+        let rest = &r.body[at + FIELD.len()..];
+        let end = rest.find('"')?;
+        return Some(rest[..end].to_string());
     }
-    header(head, "x-otpd-delivery-id").map(str::to_string)
-}
-
-async fn serve_connection(mut sock: tokio::net::TcpStream, seen: Arc<Mutex<Received>>) {
-    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
-    loop {
-        // Every complete request in the buffer.
-        while let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = header(&head, "content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let total = end + 4 + len;
-            if buf.len() < total {
-                break;
-            }
-            let now = Instant::now();
-            let key = correlation_key(&head, &buf[end + 4..total]);
-            {
-                let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                s.requests += 1;
-                s.first.get_or_insert(now);
-                s.last = Some(now);
-                if let Some(k) = key {
-                    s.arrived.insert(k, now);
-                }
-            }
-            buf.drain(..total);
-            out.extend_from_slice(OK);
-        }
-        if !out.is_empty() {
-            if sock.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        match sock.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    r.headers.get("x-otpd-delivery-id").cloned()
 }
 
 /// One webhook-driver task: `test_webhook` on endpoint `task % E`, in a loop.
@@ -1248,7 +1073,7 @@ async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, String> {
         .collect();
     let driver = args.delivery_driver;
     let capture = driver == DeliveryDriver::Callbacks;
-    let provider = Arc::new(CapturingProvider::new(capture));
+    let provider = Arc::new(HandoffProvider::new(capture));
     let runtime = Runtime::builder(runtime_config(&args, db))
         .provider(provider.clone())
         .start()
