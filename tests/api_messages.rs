@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::receiver::{Received, Receiver, Reply};
 use common::{Fixture, FixtureOptions, Resp, API_KEY, PHONE};
 use otpd_actors::message::{status_applies, Channel, MessageStatus};
 use otpd_actors::signing::verify_otpd_signature;
 use otpd_actors::RuntimeConfig;
+use otpd_test_support::{Received, Receiver, Reply};
 use serde_json::{json, Value};
 
 /// `provider.status_token` of the test server.
@@ -405,7 +405,7 @@ fn status_report_by_provider_message_id_applies() {
     let id = send_and_wait_sent(&fx, "whatsapp");
     let resp = report(
         &fx,
-        &json!({"provider_message_id": format!("cap-{id}"), "status": "read"}),
+        &json!({"provider_message_id": format!("prov-{id}"), "status": "read"}),
     );
     assert_eq!(
         resp.assert_ok(200),
@@ -579,7 +579,7 @@ fn status_report_bad_input_is_a_4xx_envelope() {
         json!({"message_id": "00000000-0000-4000-8000-000000000000", "status": "delivered"}),
         json!({"message_id": "not-a-uuid", "status": "delivered"}),
         json!({"message_id": "☃", "status": "delivered"}),
-        json!({"provider_message_id": "cap-nothing", "status": "delivered"}),
+        json!({"provider_message_id": "prov-nothing", "status": "delivered"}),
         json!({"provider_message_id": "", "status": "delivered"}),
         json!({"provider_message_id": "p".repeat(300), "status": "delivered"}),
     ];
@@ -772,7 +772,7 @@ fn delivery_report_all_reports_sent_and_delivered_signed_with_the_webhook_secret
         &json!({"channel": "sms", "to": PHONE, "text": "hi", "sender_id": "OTPD",
                 "delivery_report": {"webhook_url": receiver.url, "webhook_secret": REPORT_SECRET}}),
     );
-    let got = receiver.wait_for(1);
+    let got = receiver.wait_for_blocking(1);
     assert_eq!(
         got[0].json(),
         json!({"message_id": id, "delivery_report_type": "all", "is_final": false,
@@ -781,7 +781,7 @@ fn delivery_report_all_reports_sent_and_delivered_signed_with_the_webhook_secret
     assert_signed_with_report_secret(&got[0]);
 
     assert!(report_status(&fx, &id, "delivered").0);
-    let got = receiver.wait_for(2);
+    let got = receiver.wait_for_blocking(2);
     assert_eq!(
         got[1].json(),
         json!({"message_id": id, "delivery_report_type": "all", "is_final": true,
@@ -818,7 +818,7 @@ fn delivery_report_final_sends_only_delivered() {
     wait_status(&fx, &id, "sent");
     assert!(report_status(&fx, &id, "delivered").0);
     assert!(report_status(&fx, &id, "read").0);
-    let got = receiver.wait_for(1);
+    let got = receiver.wait_for_blocking(1);
     fx.settle();
     assert_eq!(receiver.received().len(), 1, "no report for sent or read");
     assert_eq!(
@@ -848,7 +848,7 @@ fn failed_delivery_report_carries_the_reason() {
                 "error_code": "undeliverable", "error_message": "handset unreachable"}),
     )
     .assert_ok(200);
-    let got = receiver.wait_for(1);
+    let got = receiver.wait_for_blocking(1);
     assert_eq!(
         got[0].json(),
         json!({"message_id": id, "delivery_report_type": "final", "is_final": true,

@@ -1,17 +1,17 @@
 //! SPEC section 6 over real sockets: webhook management, the delivery log, manual
 //! retry and recovery, and what a receiver actually gets (headers, signatures, body).
 //!
-//! Receivers are real HTTP servers on 127.0.0.1 (`common::receiver`); the fixture
+//! Receivers are real HTTP servers on 127.0.0.1 (`otpd_test_support::Receiver`); the fixture
 //! opens the URL policy for them with `callbacks.allow_http` and `allowed_cidrs`.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::receiver::{Received, Receiver, Reply};
 use common::{Fixture, FixtureOptions, Resp, APP_KEY, PHONE};
 use otpd_actors::signing::{verify_otpd_signature, verify_standard_signature};
 use otpd_actors::RuntimeConfig;
+use otpd_test_support::{Received, Receiver, Reply};
 use serde_json::{json, Value};
 
 // ----- helpers ----------------------------------------------------------------
@@ -671,7 +671,7 @@ fn test_event_arrives_signed_with_every_header_of_the_spec() {
     let (id, secret) = (str_of(&created, "id"), str_of(&created, "secret"));
     let delivery_id = send_test(&fx, id);
 
-    let got = rx.wait_for(1);
+    let got = rx.wait_for_blocking(1);
     let r = &got[0];
     let body = r.json();
     assert_eq!(
@@ -744,7 +744,7 @@ fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period() {
     );
 
     send_test(&fx, id);
-    let r = &rx.wait_for(1)[0];
+    let r = &rx.wait_for_blocking(1)[0];
     let entries: Vec<&str> = r.header("webhook-signature").split(' ').collect();
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert!(entries.iter().all(|e| e.starts_with("v1,")));
@@ -770,7 +770,7 @@ fn secret_is_readable_and_rotation_signs_with_both_during_the_grace_period() {
     // After the grace period (one day by default) only the new secret signs.
     fx.advance(86_401);
     send_test(&fx, id);
-    let r = &rx.wait_for(2)[1];
+    let r = &rx.wait_for_blocking(2)[1];
     assert_eq!(r.header("webhook-signature").split(' ').count(), 1);
     assert!(standard_signed_by(r, new));
     assert!(!standard_signed_by(r, old));
@@ -792,7 +792,7 @@ fn deliveries_filter_by_status_and_page_with_a_cursor() {
     let mut ids = Vec::new();
     for n in 1..=4 {
         ids.push(send_test(&fx, &id));
-        rx.wait_for(n);
+        rx.wait_for_blocking(n);
         fx.advance(1);
     }
     let list = |query: &str| items(&fx.get(&format!("/v1/webhooks/{id}/deliveries{query}")));
@@ -838,7 +838,7 @@ fn deliveries_filter_by_status_and_page_with_a_cursor() {
     // Both retries fail too: the series is over.
     assert!(fx.wait_until(|| fx.clock.sleepers() >= 2));
     fx.advance(60);
-    rx.wait_for(6);
+    rx.wait_for_blocking(6);
     assert!(fx.wait_until(|| list("?status=failed").len() == 2));
     assert!(list("?status=pending").is_empty());
     let failed = list("?status=failed");
@@ -922,7 +922,7 @@ fn delivery_detail_has_the_exact_payload_and_the_attempt_log() {
     let rx = Receiver::start(vec![Reply::Status(200, "")]);
     let id = str_of(&create(&fx, "otp", &rx.url), "id").to_string();
     let delivery_id = send_test(&fx, &id);
-    let received = rx.wait_for(1)[0].clone();
+    let received = rx.wait_for_blocking(1)[0].clone();
     let d = wait_delivery(&fx, &delivery_id, |d| d["status"] == "succeeded");
 
     assert_eq!(
@@ -973,7 +973,7 @@ fn manual_retry_resends_the_same_event_with_the_next_attempt_number() {
     let rx = Receiver::start(vec![Reply::Status(500, ""), Reply::Status(200, "")]);
     let id = str_of(&create(&fx, "otp", &rx.url), "id").to_string();
     let delivery_id = send_test(&fx, &id);
-    rx.wait_for(1);
+    rx.wait_for_blocking(1);
     let failed = wait_delivery(&fx, &delivery_id, |d| d["status"] == "failed");
     assert_eq!(failed["attempts"], 1);
     assert_eq!(failed["last_status_code"], 500);
@@ -986,7 +986,7 @@ fn manual_retry_resends_the_same_event_with_the_next_attempt_number() {
     assert_eq!(item["delivery_id"], delivery_id.as_str());
     assert_eq!(item["status"], "pending");
 
-    let got = rx.wait_for(2);
+    let got = rx.wait_for_blocking(2);
     let (first, second) = (&got[0], &got[1]);
     assert_eq!(second.body, first.body, "same body");
     assert_eq!(
@@ -1017,7 +1017,7 @@ fn recover_gives_failed_deliveries_in_the_window_a_new_series() {
     let path = format!("/v1/webhooks/{id}/recover");
     let a = send_test(&fx, &id);
     let b = send_test(&fx, &id);
-    rx.wait_for(2);
+    rx.wait_for_blocking(2);
     wait_delivery(&fx, &a, |d| d["status"] == "failed");
     wait_delivery(&fx, &b, |d| d["status"] == "failed");
     fx.advance(60);
@@ -1043,7 +1043,7 @@ fn recover_gives_failed_deliveries_in_the_window_a_new_series() {
     // Offsets other than Z are the same instant.
     let resp = fx.post(&path, &json!({"since": "2026-06-07T13:59:00+02:00"}));
     assert_eq!(resp.assert_ok(202), &json!({"count": 2}));
-    let got = rx.wait_for(4);
+    let got = rx.wait_for_blocking(4);
     let mut ids: Vec<&str> = got[2..]
         .iter()
         .map(|r| r.header("x-otpd-delivery-id"))
@@ -1088,10 +1088,10 @@ fn stats_count_outcomes_and_report_health_and_latency() {
     assert!(data["success_rate"].is_null());
 
     let ok = send_test(&fx, &id);
-    rx.wait_for(1);
+    rx.wait_for_blocking(1);
     wait_delivery(&fx, &ok, |d| d["status"] == "succeeded");
     let bad = send_test(&fx, &id);
-    rx.wait_for(2);
+    rx.wait_for_blocking(2);
     wait_delivery(&fx, &bad, |d| d["status"] == "failed");
 
     assert!(fx.wait_until(|| fx.get(&path).data()["consecutive_failures"] == 1));
@@ -1147,7 +1147,7 @@ fn webhook_posts_are_idempotent() {
     let t2 = test("test-1");
     assert_eq!(t1.status, 202);
     assert_eq!(t2.text, t1.text, "the same delivery_id");
-    rx.wait_for(1);
+    rx.wait_for_blocking(1);
     fx.settle();
     assert_eq!(rx.hits(), 1, "one event for one key");
 
@@ -1179,7 +1179,7 @@ fn verify_with_a_callback_url_shows_up_as_a_callback_delivery() {
                 "callback_url": rx.url}),
     );
     resp.assert_ok(200);
-    let r = rx.wait_for(1)[0].clone();
+    let r = rx.wait_for_blocking(1)[0].clone();
     assert_eq!(r.json()["event"], "flake.verified");
 
     let callbacks = items(&fx.get("/v1/deliveries?kind=callback"));
@@ -1217,12 +1217,12 @@ fn otp_flow_sends_a_signed_callback_and_the_otp_webhook_events() {
     let issued = resp.assert_ok(200).clone();
     let flake_id = str_of(&issued, "flake_id").to_string();
     let code = fx.code_for(str_of(&issued, "message_id"));
-    hooks.wait_for(1);
+    hooks.wait_for_blocking(1);
     fx.advance(3);
     fx.verify(PHONE, &code).assert_ok(200);
 
     // The per-request callback: flake.verified, signed with the callback secret.
-    let cb = callback.wait_for(1)[0].clone();
+    let cb = callback.wait_for_blocking(1)[0].clone();
     let body = cb.json();
     assert_eq!(body["event"], "flake.verified");
     assert_eq!(body["channel"], "flake");
@@ -1237,7 +1237,7 @@ fn otp_flow_sends_a_signed_callback_and_the_otp_webhook_events() {
     assert!(standard_signed_by(&cb, callback_secret));
 
     // The otp webhook: otp.created then otp.verified, signed with the webhook secret.
-    let got = hooks.wait_for(2);
+    let got = hooks.wait_for_blocking(2);
     let mut events: Vec<Value> = got.iter().map(Received::json).collect();
     events.sort_by_key(|e| e["created_at"].as_str().map(str::to_string));
     assert_eq!(events[0]["event"], "otp.created");

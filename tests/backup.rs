@@ -12,23 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::daemon::{client, Daemon};
+use common::daemon::{client, DaemonConfig};
 use serde_json::{json, Value};
 
 /// No `[[apps]]`: the app is created with `otpd apps create`, so on the second
 /// daemon its API key can only come from the backup.
-const CONFIG: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-
-[storage]
-path = "otpd.sqlite3"
-durability = "commit"
-
-[provider]
-kind = "log"
-"#;
+fn config() -> DaemonConfig {
+    DaemonConfig::new().durability("commit")
+}
 
 struct App {
     app_key: String,
@@ -66,7 +57,7 @@ fn status(base: &str, app: &App, phone: &str) -> (u16, Value) {
 
 #[test]
 fn backup_of_a_live_database_under_load_restores_everything_acknowledged_before_it() {
-    let mut live = Daemon::with_config(CONFIG);
+    let mut live = config().daemon();
     let created = otpd(
         live.dir(),
         &[
@@ -180,7 +171,7 @@ fn backup_of_a_live_database_under_load_restores_everything_acknowledged_before_
     }
 
     // Restore: the copy becomes the database of a fresh daemon.
-    let mut restored = Daemon::with_config(CONFIG);
+    let mut restored = config().daemon();
     std::fs::copy(&copy, restored.dir().join("otpd.sqlite3")).expect("copy the backup");
     restored.start();
     let base2 = restored.base().to_string();

@@ -5,9 +5,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{client, Daemon};
+use otpd_test_support::poll_value;
 use serde_json::Value;
 
 fn otpd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -268,11 +269,13 @@ fn serve_without_config_creates_a_dev_app_once_and_its_key_authenticates() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let created: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let later_key = created["api_key"].as_str().expect("api_key");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while status_code_with_key(&client, &base, later_key, "later") != 404 {
-        assert!(Instant::now() < deadline, "the new key never authenticated");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let status = poll_value(
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+        || status_code_with_key(&client, &base, later_key, "later"),
+        |status| *status == 404,
+    );
+    assert_eq!(status, 404, "the new key never authenticated");
 
     // The database has apps now: a second start creates no development app.
     serve.restart();
@@ -306,17 +309,18 @@ fn check_config_ignores_otpd_variables_without_a_double_underscore() {
 /// Waits up to 5 s for a stderr line that satisfies `pred`.
 #[allow(clippy::disallowed_methods)] // a real-time deadline for polling a real daemon
 fn stderr_line(daemon: &Daemon, pred: impl Fn(&str) -> bool) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = daemon.stderr_text();
-        if let Some(line) = text.lines().find(|l| pred(l)) {
-            return Some(line.to_string());
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_value(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            daemon
+                .stderr_text()
+                .lines()
+                .find(|l| pred(l))
+                .map(str::to_string)
+        },
+        Option::is_some,
+    )
 }
 
 #[test]

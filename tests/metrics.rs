@@ -45,18 +45,6 @@ fn metrics_expose_requests_otp_outcomes_actors_deliveries_queue_and_commits() {
     assert!(!text.contains(&code), "no code in metrics");
 }
 
-/// Sends `raw` on a fresh connection and returns whatever comes back.
-fn raw_exchange(addr: &str, raw: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
-        .expect("timeout");
-    s.write_all(raw).expect("write");
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 fn protocol_errors(daemon: &common::daemon::Daemon) -> u64 {
     let text = common::daemon::client()
         .get(daemon.url("/metrics"))
@@ -77,28 +65,22 @@ fn malformed_http_requests_are_counted_and_not_logged_as_errors() {
         .env("RUST_LOG", "info")
         .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
     daemon.start();
-    let addr = daemon
-        .base()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = daemon.addr();
     let before = protocol_errors(&daemon);
     for raw in [
         &b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"[..],
         &b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n"[..],
         &b"GARBAGE\r\n\r\n"[..],
     ] {
-        let answer = raw_exchange(&addr, raw);
+        let answer = common::daemon::raw_exchange(&addr, raw, false);
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while protocol_errors(&daemon) < before + 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "otpd_http_protocol_errors_total did not count 3 malformed requests"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    assert!(
+        otpd_test_support::poll_blocking(std::time::Duration::from_secs(5), || {
+            protocol_errors(&daemon) >= before + 3
+        }),
+        "otpd_http_protocol_errors_total did not count 3 malformed requests"
+    );
     std::thread::sleep(std::time::Duration::from_millis(200));
     let stderr = daemon.stderr_text();
     assert!(

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::daemon::{client, Daemon};
-use common::receiver::{Receiver, Reply};
+use common::daemon::{client, Daemon, DaemonConfig};
+use otpd_test_support::{poll_value, Receiver, Reply};
 use serde_json::json;
 
 const API_KEY: &str = "sk_test_provider_fail_0123456789";
@@ -42,31 +42,19 @@ fn scrape(d: &Daemon) -> String {
 #[allow(clippy::disallowed_methods)] // a real-time deadline for polling a real daemon
 fn provider_answering_500_is_counted_and_warned_at_a_bounded_rate_while_ready() {
     let provider = Receiver::start(vec![Reply::Status(500, r#"{"error":"down"}"#)]);
-    let mut daemon = Daemon::with_config(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-
-[storage]
-path = "otpd.sqlite3"
-
-[provider]
-kind = "http"
-url = "{url}"
-timeout_secs = 5
-
-[delivery]
-retry_schedule_secs = [1]
-
-[[apps]]
-name = "Provider failures"
-app_key = "{APP_KEY}"
-api_key = "{API_KEY}"
-resend_cooldown_secs = 0
-"#,
-        url = provider.url
-    ));
+    let mut daemon = DaemonConfig::new()
+        .provider(&format!(
+            "kind = \"http\"\nurl = \"{}\"\ntimeout_secs = 5",
+            provider.url
+        ))
+        .section("[delivery]\nretry_schedule_secs = [1]")
+        .app(
+            "Provider failures",
+            APP_KEY,
+            API_KEY,
+            "resend_cooldown_secs = 0",
+        )
+        .daemon();
     daemon.start();
 
     const SENDS: usize = 4;
@@ -84,16 +72,14 @@ resend_cooldown_secs = 0
         );
     }
     // First attempts plus one retry each: 2 calls per message reach the receiver.
-    provider.wait_for(2 * SENDS);
+    provider.wait_for_blocking(2 * SENDS);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let metrics = loop {
-        let text = scrape(&daemon);
-        if sends(&text, "http", "failed") >= (2 * SENDS) as f64 || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let metrics = poll_value(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || scrape(&daemon),
+        |text| sends(text, "http", "failed") >= (2 * SENDS) as f64,
+    );
     assert_eq!(
         sends(&metrics, "http", "failed"),
         (2 * SENDS) as f64,

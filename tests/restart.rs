@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::daemon::{client, Daemon};
+use common::daemon::{client, Daemon, DaemonConfig};
 use serde_json::{json, Value};
 
 const API_KEY: &str = "sk_test_restart_0123456789abcdef";
@@ -29,28 +29,15 @@ const PHONES: [&str; 4] = [
 /// cannot turn up in the database files by coincidence), a 30 s resend cooldown
 /// and 3 attempts. Also returns the database path.
 fn setup() -> (Daemon, PathBuf) {
-    let daemon = Daemon::with_config(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-
-[storage]
-path = "otpd.sqlite3"
-durability = "commit"
-
-[provider]
-kind = "log"
-
-[[apps]]
-name = "Restart test"
-app_key = "{APP_KEY}"
-api_key = "{API_KEY}"
-code_length = 8
-resend_cooldown_secs = 30
-max_attempts = 3
-"#
-    ));
+    let daemon = DaemonConfig::new()
+        .durability("commit")
+        .app(
+            "Restart test",
+            APP_KEY,
+            API_KEY,
+            "code_length = 8\nresend_cooldown_secs = 30\nmax_attempts = 3",
+        )
+        .daemon();
     let db = daemon.dir().join("otpd.sqlite3");
     (daemon, db)
 }

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::daemon::{client, Daemon};
-use common::receiver::{Receiver, Reply};
+use common::daemon::{client, Daemon, DaemonConfig};
 use otpd_actors::signing::verify_otpd_signature;
+use otpd_test_support::{poll_value, Receiver, Reply};
 use serde_json::{json, Value};
 
 const API_KEY: &str = "sk_test_restart_delivery_0123456789";
@@ -30,34 +30,20 @@ status_token = "status-token-0123456789""#,
 
 /// As [`daemon`], with this `delivery.retry_schedule_secs` and `[provider]` section.
 fn daemon_with(retry_schedule: &str, provider: &str) -> Daemon {
-    let mut daemon = Daemon::with_config(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-
-[storage]
-path = "otpd.sqlite3"
-durability = "commit"
-
-[provider]
-{provider}
-
-[callbacks]
-allow_http = true
-allowed_cidrs = ["127.0.0.0/8"]
-
-[delivery]
-retry_schedule_secs = {retry_schedule}
-
-[[apps]]
-name = "Redelivery test"
-app_key = "{APP_KEY}"
-api_key = "{API_KEY}"
-code_length = 8
-resend_cooldown_secs = 0
-"#
-    ));
+    let mut daemon = DaemonConfig::new()
+        .durability("commit")
+        .provider(provider)
+        .section("[callbacks]\nallow_http = true\nallowed_cidrs = [\"127.0.0.0/8\"]")
+        .section(&format!(
+            "[delivery]\nretry_schedule_secs = {retry_schedule}"
+        ))
+        .app(
+            "Redelivery test",
+            APP_KEY,
+            API_KEY,
+            "code_length = 8\nresend_cooldown_secs = 0",
+        )
+        .daemon();
     daemon.start();
     daemon
 }
@@ -84,14 +70,12 @@ fn get(d: &Daemon, path: &str) -> (u16, Value) {
 /// Polls `f` every 100 ms for up to `secs`; returns its last answer.
 #[allow(clippy::disallowed_methods)] // a real-time deadline for a real daemon
 fn poll<T>(secs: u64, f: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let value = f();
-        if done(&value) || Instant::now() > deadline {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_value(
+        Duration::from_secs(secs),
+        Duration::from_millis(100),
+        f,
+        done,
+    )
 }
 
 #[test]
@@ -121,7 +105,7 @@ fn a_callback_failing_when_otpd_is_killed_resumes_after_restart_with_the_same_ev
     assert_eq!(status, 200, "{body}");
 
     // The first attempt failed; the second is due in a second. Kill now.
-    let first = receiver.wait_for(1)[0].clone();
+    let first = receiver.wait_for_blocking(1)[0].clone();
     otpd.kill9();
     assert_eq!(first.header("X-Otpd-Event"), "flake.verified");
     assert_eq!(first.header("X-Otpd-Attempt"), "1");
@@ -131,7 +115,7 @@ fn a_callback_failing_when_otpd_is_killed_resumes_after_restart_with_the_same_ev
     assert!(delivery_id.starts_with("dlv_"), "{delivery_id}");
 
     otpd.start();
-    let all = receiver.wait_for(3);
+    let all = receiver.wait_for_blocking(3);
     let last = &all[2];
     for (i, got) in all.iter().enumerate() {
         assert_eq!(got.header("X-Otpd-Event-Id"), event_id, "attempt {}", i + 1);
@@ -257,13 +241,13 @@ status_token = "status-token-0123456789""#,
         .as_str()
         .expect("message_id")
         .to_string();
-    provider.wait_for(1);
+    provider.wait_for_blocking(1);
     let path = format!("/v1/messages/{message_id}");
     assert_eq!(get(&otpd, &path).1["data"]["status"], "queued");
     otpd.kill9();
 
     otpd.start();
-    let got = provider.wait_for(2);
+    let got = provider.wait_for_blocking(2);
     let sent: Value = serde_json::from_str(&got[1].body).expect("provider body");
     assert_eq!(sent["message_id"], message_id.as_str());
     assert_eq!(sent["text"], "Queued across a crash");

@@ -232,7 +232,7 @@ async fn gone_stops_retrying_and_retry_after_is_honoured_up_to_four_times_the_de
     // Retry-After: 3 is honoured over the 1 s schedule (cap 4 s).
     f.clock.advance(Duration::from_secs(2));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(busy.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(busy.hits(), 1);
     f.clock.advance(Duration::from_secs(1));
     busy.wait_for(2).await;
     eventually("retry timer", || c.sleepers() == 1).await;
@@ -314,11 +314,7 @@ async fn consecutive_failures_pause_the_endpoint_and_deliveries_wait_then_resume
     );
     let c = f.runtime.test_webhook(&f.app, &w.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        hook.hits.load(Ordering::SeqCst),
-        2,
-        "a paused endpoint gets nothing"
-    );
+    assert_eq!(hook.hits(), 2, "a paused endpoint gets nothing");
     assert_eq!(
         f.runtime.delivery(&f.app, &c).await.unwrap().view.status,
         DeliveryStatus::Pending
@@ -460,7 +456,7 @@ async fn resend_keeps_the_callback_and_verify_can_override_it_reusing_the_secret
     };
     f.runtime.verify(&f.app, v).await.unwrap();
     check_signed(&second.wait_for(1).await[0], "one");
-    assert_eq!(first.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(first.hits(), 1);
 }
 
 #[actix_rt::test]
@@ -477,11 +473,7 @@ async fn max_attempts_sends_flake_failed_to_the_callback() {
     }
     let got = cb.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        cb.hits.load(Ordering::SeqCst),
-        1,
-        "one flake.failed, nothing for later codes"
-    );
+    assert_eq!(cb.hits(), 1, "one flake.failed, nothing for later codes");
     let body = got[0].json();
     assert_eq!(body["event"], "flake.failed");
     assert_eq!(body["data"]["reason"], "max_attempts");
@@ -760,36 +752,12 @@ async fn recover_pages_through_the_window_and_bounds_the_endpoint_backlog() {
     cfg.delivery.retry_schedule_secs = vec![];
     // Every failure reaches the receiver (no pause after ten in a row).
     cfg.delivery.pause_after_failures = 1_000;
-    let runtime = otpd_actors::Runtime::builder(cfg)
-        .clock(start_clock())
-        .provider(Arc::new(CapturingProvider::default()))
-        .recover_limits(10, 20)
-        .start()
-        .await
-        .unwrap();
-    let app = Arc::new(
-        runtime
-            .create_app(otpd_actors::NewApp {
-                name: "test".into(),
-                app_key: Some("test".into()),
-                settings: settings(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .app,
-    );
-    let w = runtime
-        .create_webhook(
-            &app,
-            NewWebhook {
-                url: down.url.clone(),
-                service_type: "otp".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let f = start_with(cfg, start_clock(), Arc::default(), settings(), |b| {
+        b.recover_limits(10, 20)
+    })
+    .await;
+    let (runtime, app) = (f.runtime.clone(), f.app.clone());
+    let w = webhook(&f, &down.url, "otp").await;
     const FAILED: usize = 100;
     for _ in 0..FAILED {
         runtime.test_webhook(&app, &w.id).await.unwrap();

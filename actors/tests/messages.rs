@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +38,7 @@ async fn shuffled_duplicated_concurrent_reports_never_regress_and_emit_each_even
     let f = start_loopback(dir.path()).await;
     webhook(&f, &hook.url, "whatsapp").await;
     let provider = f.provider.clone();
-    provider.hang.store(true, Ordering::SeqCst); // reports race ahead of the provider's own "sent"
+    provider.set_hanging(true); // reports race ahead of the provider's own "sent"
     let m = f
         .runtime
         .send_message(&f.app, message(Channel::Whatsapp, None))
@@ -149,7 +148,7 @@ async fn reports_that_do_not_apply_change_nothing_and_emit_nothing() {
         assert_eq!(r.status, MessageStatus::Delivered);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(hook.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(hook.hits(), 2);
     let by_provider = StatusReport {
         provider_message_id: Some(format!("prov-{}", m.message_id)),
         status: MessageStatus::Failed,
@@ -233,11 +232,7 @@ async fn delivery_reports_follow_their_type_and_carry_the_secret_and_signature()
     }
     let got = fin.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        fin.hits.load(Ordering::SeqCst),
-        1,
-        "final: no report for sent"
-    );
+    assert_eq!(fin.hits(), 1, "final: no report for sent");
     let body = got[0].json();
     assert_eq!(
         (body["status"].as_str(), body["is_final"].as_bool()),
@@ -357,7 +352,7 @@ async fn an_otp_message_has_the_same_lifecycle_and_events() {
 async fn queued_messages_are_sent_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let hanging: Arc<CapturingProvider> = Arc::default();
-    hanging.hang.store(true, Ordering::SeqCst);
+    hanging.set_hanging(true);
     let clock = start_clock();
     let f = start(
         loopback_config(dir.path()),
@@ -380,7 +375,7 @@ async fn queued_messages_are_sent_after_a_restart() {
     )
     .await;
     wait_message(&f2, m.message_id, MessageStatus::Sent).await;
-    assert_eq!(f2.provider.sent.lock().unwrap()[0].text, "hello");
+    assert_eq!(f2.provider.messages()[0].text, "hello");
 }
 
 #[actix_rt::test]
@@ -421,5 +416,5 @@ async fn bad_messages_are_refused_before_anything_is_queued() {
         .await;
     assert!(matches!(r, Err(Error::InvalidCallbackUrl(_))));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(f.provider.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(f.provider.calls(), 0);
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,19 +210,18 @@ async fn http_provider_is_retried_on_the_schedule_then_marks_sent_with_its_id() 
     );
     let issued = runtime.request(&app, send(PHONE)).await.unwrap();
     let id = issued.message_id.unwrap();
-    let hits = rx.hits.clone();
-    eventually("first provider call", || hits.load(Ordering::SeqCst) == 1).await;
+    eventually("first provider call", || rx.hits() == 1).await;
     let c = clock.clone();
     eventually("retry scheduled", || c.sleepers() == 1).await;
     clock.advance(Duration::from_secs(5));
-    eventually("second provider call", || hits.load(Ordering::SeqCst) == 2).await;
+    eventually("second provider call", || rx.hits() == 2).await;
     assert_eq!(
         runtime.message(&app, id).await.unwrap().status,
         MessageStatus::Queued
     );
     eventually("retry scheduled", || c.sleepers() == 1).await;
     clock.advance(Duration::from_secs(60));
-    eventually("third provider call", || hits.load(Ordering::SeqCst) == 3).await;
+    eventually("third provider call", || rx.hits() == 3).await;
     for _ in 0..100 {
         if runtime.message(&app, id).await.unwrap().status == MessageStatus::Sent {
             break;
@@ -244,7 +242,7 @@ async fn provider_that_keeps_failing_leaves_the_message_failed_with_provider_err
     let mut cfg = config(dir.path());
     cfg.delivery.retry_schedule_secs = vec![1];
     let provider: Arc<CapturingProvider> = Arc::default();
-    provider.fail.store(true, Ordering::SeqCst);
+    provider.set_failing(true);
     let f = start(cfg, start_clock(), provider, settings()).await;
     let id = f
         .runtime
@@ -257,7 +255,7 @@ async fn provider_that_keeps_failing_leaves_the_message_failed_with_provider_err
     eventually("retry scheduled", || c.sleepers() == 1).await;
     f.clock.advance(Duration::from_secs(1));
     let p = f.provider.clone();
-    eventually("second call", || p.calls.load(Ordering::SeqCst) == 2).await;
+    eventually("second call", || p.calls() == 2).await;
     let mut m = f.runtime.message(&f.app, id).await.unwrap();
     for _ in 0..100 {
         if m.status != MessageStatus::Queued {
@@ -274,7 +272,7 @@ async fn provider_that_keeps_failing_leaves_the_message_failed_with_provider_err
 async fn a_send_in_flight_at_shutdown_resumes_at_restart_with_a_fresh_working_code() {
     let dir = tempfile::tempdir().unwrap();
     let hanging: Arc<CapturingProvider> = Arc::default();
-    hanging.hang.store(true, Ordering::SeqCst);
+    hanging.set_hanging(true);
     let clock = start_clock();
     let f = start(
         config(dir.path()),
@@ -285,12 +283,12 @@ async fn a_send_in_flight_at_shutdown_resumes_at_restart_with_a_fresh_working_co
     .await;
     let issued = f.runtime.request(&f.app, send(PHONE)).await.unwrap();
     let h = hanging.clone();
-    eventually("provider called", || h.calls.load(Ordering::SeqCst) == 1).await;
+    eventually("provider called", || h.calls() == 1).await;
     f.runtime.shutdown().await;
 
     let f2 = start(config(dir.path()), clock, Arc::default(), settings()).await;
     let code = code_for(&f2, CANON).await;
-    let m = f2.provider.sent.lock().unwrap()[0].clone();
+    let m = f2.provider.messages()[0].clone();
     assert_eq!(
         Some(m.message_id),
         issued.message_id,

@@ -85,6 +85,14 @@ impl Daemon {
         &self.base
     }
 
+    /// `HOST:PORT` of the running daemon, for raw sockets.
+    pub fn addr(&self) -> String {
+        self.base
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -306,4 +314,105 @@ fn collect(stream: impl std::io::Read + Send + 'static, into: Lines) {
             }
         }
     });
+}
+
+/// The `otpd.toml` of a black-box test, built from the parts tests vary. It
+/// starts as the common base: `[server] listen = "127.0.0.1:0"`, `workers = 2`,
+/// `[storage] path = "otpd.sqlite3"`, `[provider] kind = "log"`, no apps.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    durability: Option<String>,
+    provider: String,
+    sections: Vec<String>,
+    apps: Vec<String>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            durability: None,
+            provider: r#"kind = "log""#.into(),
+            sections: Vec::new(),
+            apps: Vec::new(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// The common base (see the type's doc).
+    pub fn new() -> DaemonConfig {
+        DaemonConfig::default()
+    }
+
+    /// `storage.durability` (e.g. `"commit"`).
+    pub fn durability(mut self, durability: &str) -> DaemonConfig {
+        self.durability = Some(durability.into());
+        self
+    }
+
+    /// The body of `[provider]` (TOML lines), replacing `kind = "log"`.
+    pub fn provider(mut self, body: &str) -> DaemonConfig {
+        self.provider = body.into();
+        self
+    }
+
+    /// One more table, as TOML text (e.g. `"[delivery]\nretry_schedule_secs = [1]"`).
+    pub fn section(mut self, toml: &str) -> DaemonConfig {
+        self.sections.push(toml.trim().to_string());
+        self
+    }
+
+    /// An `[[apps]]` entry with these keys, plus `extra` TOML lines (settings).
+    pub fn app(mut self, name: &str, app_key: &str, api_key: &str, extra: &str) -> DaemonConfig {
+        let mut app = format!(
+            "[[apps]]\nname = \"{name}\"\napp_key = \"{app_key}\"\napi_key = \"{api_key}\""
+        );
+        if !extra.trim().is_empty() {
+            app.push('\n');
+            app.push_str(extra.trim());
+        }
+        self.apps.push(app);
+        self
+    }
+
+    /// The TOML text.
+    pub fn toml(&self) -> String {
+        let mut text = String::from(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[storage]\npath = \"otpd.sqlite3\"\n",
+        );
+        if let Some(durability) = &self.durability {
+            text.push_str(&format!("durability = \"{durability}\"\n"));
+        }
+        text.push_str(&format!("\n[provider]\n{}\n", self.provider.trim()));
+        for part in self.sections.iter().chain(&self.apps) {
+            text.push('\n');
+            text.push_str(part);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// A daemon (not started) with this configuration.
+    pub fn daemon(&self) -> Daemon {
+        Daemon::with_config(&self.toml())
+    }
+}
+
+/// Sends `raw` bytes on a fresh TCP connection to `addr` and returns whatever
+/// comes back (read until EOF or 3 s of silence). For tests that need bytes no
+/// HTTP client would send. With `may_reset` a failed write is tolerated (the
+/// server may answer and close before it has read everything); otherwise it
+/// fails the test.
+pub fn raw_exchange(addr: &str, raw: &[u8], may_reset: bool) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let written = s.write_all(raw);
+    if !may_reset {
+        written.expect("write");
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -1,6 +1,7 @@
 //! Shared fixture for the black-box API tests: a real otpd HTTP server on a real
-//! socket, a runtime with a manual clock, and a provider that captures every
-//! message so tests can read the code sent to a phone.
+//! socket, a runtime with a manual clock, and the capturing provider of
+//! `otpd-test-support` so tests can read the code sent to a phone. The scripted
+//! webhook receiver is `otpd_test_support::Receiver`; `daemon` runs the real binary.
 //!
 //! The server runs in an actix `System` on a background thread; tests are plain
 //! `#[test]` functions that talk to it with blocking `reqwest` and move time with
@@ -11,23 +12,19 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_rt::ArbiterHandle;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use otpd::api::ApiOptions;
 use otpd_actors::app::CreatedApp;
-use otpd_actors::{
-    AppSettings, ManualClock, NewApp, OutboundMessage, Provider, ProviderError, ProviderReceipt,
-    Runtime, RuntimeConfig,
-};
+use otpd_actors::{AppSettings, ManualClock, NewApp, OutboundMessage, Runtime, RuntimeConfig};
+use otpd_test_support::poll_blocking;
 use serde_json::Value;
 
 pub mod daemon;
-pub mod receiver;
+
+pub use otpd_test_support::CapturingProvider;
 
 /// The seeded app's public key.
 pub const APP_KEY: &str = "demo";
@@ -35,45 +32,6 @@ pub const APP_KEY: &str = "demo";
 pub const API_KEY: &str = "sk_test_fixture_api_key_0123456789";
 /// A valid Tanzanian mobile number (canonical form).
 pub const PHONE: &str = "255712345678";
-
-/// A provider that records every message and can be told to fail.
-#[derive(Default)]
-pub struct CapturingProvider {
-    sent: Mutex<Vec<OutboundMessage>>,
-    fail: AtomicBool,
-}
-
-impl CapturingProvider {
-    /// Makes every following send fail (or succeed again).
-    pub fn set_failing(&self, fail: bool) {
-        self.fail.store(fail, Ordering::SeqCst);
-    }
-
-    /// Every message accepted so far.
-    pub fn messages(&self) -> Vec<OutboundMessage> {
-        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Provider for CapturingProvider {
-    fn send<'a>(
-        &'a self,
-        message: &'a OutboundMessage,
-    ) -> BoxFuture<'a, Result<ProviderReceipt, ProviderError>> {
-        let result = if self.fail.load(Ordering::SeqCst) {
-            Err(ProviderError("capturing provider told to fail".into()))
-        } else {
-            self.sent
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(message.clone());
-            Ok(ProviderReceipt {
-                provider_message_id: Some(format!("cap-{}", message.message_id)),
-            })
-        };
-        futures::future::ready(result).boxed()
-    }
-}
 
 /// A last-minute change to the runtime configuration.
 pub type ConfigTweak = Box<dyn FnOnce(&mut RuntimeConfig) + Send>;
@@ -396,27 +354,16 @@ impl Fixture {
 
     /// Polls `cond` every 10 ms for up to 5 s; returns whether it became true.
     pub fn wait_until(&self, cond: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !cond() {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
+        poll_blocking(Duration::from_secs(5), cond)
     }
 
     fn wait_for(&self, pred: impl Fn(&OutboundMessage) -> bool) -> Option<OutboundMessage> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(m) = self.provider.messages().into_iter().find(|m| pred(m)) {
-                return Some(m);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut found = None;
+        poll_blocking(Duration::from_secs(5), || {
+            found = self.provider.messages().into_iter().find(|m| pred(m));
+            found.is_some()
+        });
+        found
     }
 }
 
