@@ -15,7 +15,7 @@
 //! | `src/backup.rs` | `otpd backup`: an online, consistent copy of the live database |
 //! | `src/echo.rs` | `otpd echo`: a local receiver that prints each delivery and checks its signatures |
 //! | `src/stdout.rs` | `print_stdout`: what scripts read (listening line, created keys), one flushed write |
-//! | `src/bin/otpd-loadtest.rs` | the load-test harness: drives the runtime in-process, no HTTP |
+//! | `src/bin/otpd-loadtest/` | the load-test harness: drives the runtime in-process, no HTTP (`main.rs` arguments and the run, `drive.rs` the OTP cycle drivers, `deliveries.rs` delivery mode, `measure.rs` tallies, CPU and memory readings) |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

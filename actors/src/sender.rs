@@ -75,7 +75,7 @@ pub struct PendingSend {
 /// Sends messages through the configured provider.
 pub(crate) struct MessageSender {
     pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) book: Arc<MessageRouter>,
+    pub(crate) router: Arc<MessageRouter>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retry_schedule: RetrySchedule,
     pub(crate) arbiters: Vec<ArbiterHandle>,
@@ -164,7 +164,7 @@ impl MessageSender {
     }
 
     async fn record(&self, id: uuid::Uuid, update: StatusUpdate, seed: Option<MessageRecord>) {
-        if let Err(e) = self.book.apply(id, update, seed).await {
+        if let Err(e) = self.router.apply(id, update, seed).await {
             tracing::error!(message_id = %id, error = %e, "recording a message status failed");
         }
     }

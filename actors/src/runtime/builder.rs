@@ -153,7 +153,7 @@ impl RuntimeBuilder {
             live_actors: AtomicI64::new(0),
             webhooks: webhooks.clone(),
         });
-        let book = Arc::new(MessageRouter::new(
+        let router = Arc::new(MessageRouter::new(
             MessageContext {
                 snapshot: snapshot.clone(),
                 clock: clock.clone(),
@@ -165,7 +165,7 @@ impl RuntimeBuilder {
         ));
         let sender = Arc::new(MessageSender {
             provider,
-            book: book.clone(),
+            router: router.clone(),
             clock: clock.clone(),
             retry_schedule: RetrySchedule::from_secs(&config.delivery.retry_schedule_secs),
             arbiters: handles.clone(),
@@ -173,7 +173,7 @@ impl RuntimeBuilder {
             failures: Default::default(),
         });
         let inner = Arc::new(RuntimeParts {
-            book,
+            router,
             dispatcher,
             webhooks,
             registry: Registry::new(handles, clock.clone()),

@@ -19,7 +19,7 @@ impl Runtime {
         let secs = idle.as_secs().max(1);
         self.inner.registry.reap(secs)
             + self.inner.dispatcher.reap(secs)
-            + self.inner.book.reap(secs)
+            + self.inner.router.reap(secs)
     }
 
     /// Runs one retention round now (the housekeeping task runs one every
@@ -51,8 +51,9 @@ impl Runtime {
                 if inner.shutting_down.load(Ordering::Acquire) {
                     return;
                 }
-                let reaped =
-                    inner.registry.reap(idle) + inner.dispatcher.reap(idle) + inner.book.reap(idle);
+                let reaped = inner.registry.reap(idle)
+                    + inner.dispatcher.reap(idle)
+                    + inner.router.reap(idle);
                 if reaped > 0 {
                     tracing::debug!(reaped, "idle actors stopped");
                 }

@@ -177,11 +177,11 @@ impl Runtime {
             provider_message_id: report.provider_message_id,
             attempts: None,
         };
-        self.inner.book.apply(id, update, None).await
+        self.inner.router.apply(id, update, None).await
     }
 
     /// Message actors alive.
     pub fn message_actors(&self) -> usize {
-        self.inner.book.actors()
+        self.inner.router.actors()
     }
 }

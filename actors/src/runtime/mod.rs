@@ -86,7 +86,7 @@ pub struct RuntimeGauges {
 struct RuntimeParts {
     config: RuntimeConfig,
     dispatcher: Arc<Dispatcher>,
-    book: Arc<MessageRouter>,
+    router: Arc<MessageRouter>,
     webhooks: Arc<WebhookDirectory>,
     registry: Registry<OtpKey, OtpActor>,
     apps: AppDirectory,
@@ -233,7 +233,7 @@ impl Runtime {
         let cx = self.inner.dispatcher.context();
         RuntimeGauges {
             otp_actors: self.live_actors(),
-            message_actors: self.inner.book.actors(),
+            message_actors: self.inner.router.actors(),
             delivery_actors: self.inner.dispatcher.actors(),
             deliveries_pending: cx.pending.load(Ordering::Relaxed),
             delivery_endpoints_tracked: self.inner.dispatcher.health_records(),
