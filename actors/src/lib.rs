@@ -26,8 +26,7 @@
 //!
 //! | file | what lives there |
 //! |---|---|
-//! | `runtime/mod.rs` | [`Runtime`]: the handle everyone drives; input validation, commit waits, start-up recovery |
-//! | `runtime/apps.rs`, `runtime/webhooks.rs`, `runtime/messages.rs` | the runtime's app admin, webhook and delivery-log, and message calls |
+//! | `runtime/` | [`Runtime`], the handle everyone drives: `mod.rs` (the handle, commit waits, gauges, shutdown), `builder.rs` (start-up and wiring), `otp.rs` (the OTP calls and their input checks), `messages.rs`, `apps.rs`, `webhooks.rs` (the message, app-admin, webhook and delivery-log calls), `recovery.rs` (start-up recovery), `housekeeping.rs` (reaping, idempotency purge, retention rounds) |
 //! | `otp.rs` | the OTP rules of SPEC section 4 as plain functions over [`otp::OtpRecord`] |
 //! | `otp_actor.rs` | `otp_actor::OtpActor`: the one writer per (app, phone), supervised; emits `otp.*`/`flake.*` |
 //! | `message_actor.rs` | `message_actor::MessageActor`: the one writer per message; rank guard, channel events, delivery reports |
@@ -48,7 +47,7 @@
 //! | `private_files.rs` | owner-only modes for the data directory and database files |
 //! | `secrets.rs` | code generation, keyed hashes, constant-time compare, API keys |
 //! | `phone.rs` | phone validation and canonicalisation (libphonenumber rules) |
-//! | `clock.rs` | the injectable [`Clock`] |
+//! | `clock.rs` | the injectable [`Clock`] (wall time, monotonic time, sleeps, `Ticker`), and `Stopwatch` for measurements; the only place that reads the system clock |
 //! | `config.rs` | runtime configuration sections and defaults |
 //!
 //! ## Data flow
