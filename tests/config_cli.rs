@@ -425,3 +425,39 @@ fn apps_list_is_read_only_on_a_read_only_file_and_next_to_a_live_daemon() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_failed_bind_prints_no_development_key_and_creates_no_app() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = otpd(
+        dir.path(),
+        &["serve"],
+        &[("OTPD_SERVER__LISTEN", addr.as_str())],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("api_key"), "a key was printed: {stdout}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains(&addr),
+        "the error names the address: {stderr}"
+    );
+    drop(taken);
+    // Nothing was created either: the database holds no app.
+    if dir.path().join("data/otpd.sqlite3").exists() {
+        let out = otpd(dir.path(), &["apps", "list"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "", "an app was created");
+    }
+
+    // The port is free now: the development app is created (and shown) then.
+    let mut serve = Daemon::without_config()
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    serve.start();
+    let shown = serve.stdout_lines().join("\n");
+    assert!(shown.contains("api_key: "), "{shown}");
+    assert!(shown.contains("otpd apps create"), "{shown}");
+}
