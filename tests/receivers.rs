@@ -216,3 +216,25 @@ fn the_readme_node_snippet_verifies_real_deliveries() {
     let (_daemon, captured) = capture();
     run_snippet("node", &["verify.mjs"], &captured);
 }
+
+/// The README's Python and Node blocks are the example files minus comments, so a
+/// change to one without the other fails here.
+#[test]
+fn the_readme_quotes_the_tested_snippets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    for (fence, file) in [("```python\n", "verify.py"), ("```js\n", "verify.mjs")] {
+        let source = std::fs::read_to_string(examples().join(file)).expect("example");
+        let start = readme
+            .find(&format!("examples/receivers/{file}"))
+            .and_then(|at| readme[at..].find(fence).map(|f| at + f + fence.len()))
+            .unwrap_or_else(|| panic!("README does not quote examples/receivers/{file}"));
+        let block = &readme[start..start + readme[start..].find("```").expect("fence end")];
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                source.lines().any(|s| s == line),
+                "README line not in examples/receivers/{file}: {line}"
+            );
+        }
+    }
+}
