@@ -91,8 +91,29 @@ pub struct Config {
     pub runtime: ActorConfig,
     /// How long finished records are kept.
     pub retention: RetentionConfig,
+    /// The log on stderr.
+    pub log: LogConfig,
     /// Apps created or updated at start-up (idempotent by `app_key`).
     pub apps: Vec<AppConfig>,
+}
+
+/// `[log]`: how the stderr log is written (its level is `RUST_LOG`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (human-readable) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// The stderr log's line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, `span`).
+    Json,
 }
 
 /// `[server]`: what the HTTP front needs and the runtime does not.
@@ -427,6 +448,11 @@ impl Config {
             join(s.trusted_proxies.iter())
         );
         let _ = writeln!(out, "server.workers           = {}", s.workers);
+        let _ = writeln!(
+            out,
+            "log.format               = {}",
+            wire_name(&self.log.format)
+        );
         let _ = writeln!(
             out,
             "storage.path             = {}",

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use otpd::config::{Config, ConfigError};
+use otpd::config::{Config, ConfigError, LogFormat};
 use otpd::echo::EchoOptions;
 use otpd::server::{self, ServerError};
 use otpd_actors::{NewApp, Runtime, StorageError};
@@ -135,7 +135,13 @@ impl CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Only the daemon reads `[log]`; a configuration error is reported (in text)
+    // by the load below.
+    let log_format = match &cli.command {
+        Command::Serve(arg) => arg.load().map(|c| c.log.format).unwrap_or_default(),
+        _ => LogFormat::Text,
+    };
+    init_tracing(log_format);
     let result = match cli.command {
         Command::Serve(arg) => arg
             .load()
@@ -186,22 +192,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, `RUST_LOG` filter, default `info`; colours only on a terminal.
+/// Logs to stderr, `RUST_LOG` filter, default `info`; text (colours only on a
+/// terminal) or JSON lines (`[log] format`).
 ///
 /// A malformed HTTP request (a client's mistake, answered 400 by actix before any
 /// route or authentication) is not an error of otpd's: actix-http logs it at ERROR,
 /// [`ProtocolErrors`] turns that into a debug line and a count in
 /// `otpd_http_protocol_errors_total`.
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(ProtocolErrors);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(ProtocolErrors)
+            .boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(ProtocolErrors)
+            .boxed(),
+    };
     tracing_subscriber::registry().with(filter).with(fmt).init();
 }
 

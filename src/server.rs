@@ -102,7 +102,7 @@ impl RunningServer {
 }
 
 /// Starts the runtime, applies `[[apps]]`, creates a development app when there
-/// is no app at all, binds the HTTP server and prints `otpd listening on http://ADDR`.
+/// is no app at all (after the bind succeeded), binds the HTTP server and prints `otpd listening on http://ADDR`.
 /// Must run inside an actix `System`.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     config.validate()?;
@@ -156,10 +156,6 @@ async fn bind(
             .await
             .map_err(|source| ServerError::App { app_key, source })?;
     }
-    if config.apps.is_empty() && runtime.apps().is_empty() {
-        create_development_app(&runtime).await?;
-    }
-
     let options = ApiOptions {
         admin_token: config.server.admin_token.clone(),
         trusted_proxies: config.server.trusted_proxies.clone(),
@@ -199,6 +195,11 @@ async fn bind(
         addr: listen,
         source,
     })?;
+    // Only once the port is ours: a failed bind must not print (and waste) the
+    // development app's one-time key. Nothing is served before `run()` below.
+    if config.apps.is_empty() && runtime.apps().is_empty() {
+        create_development_app(&runtime).await?;
+    }
     let addr = server.addrs().first().copied().unwrap_or(listen);
     let server = server.run();
     let handle = server.handle();
@@ -241,7 +242,7 @@ async fn create_development_app(runtime: &Runtime) -> Result<(), ServerError> {
     );
     print_stdout(&format!(
         "No [[apps]] are configured and the database has none: created a development app.\n\
-         Its API key is shown ONCE — copy it now (more keys: `otpd apps create`).\n  \
+         Its API key is shown ONCE — copy it now (another app with its own key: `otpd apps create`).\n  \
          app_key: {}\n  \
          api_key: {}\n",
         created.app.app_key, created.api_key

@@ -1266,3 +1266,33 @@ fn otp_flow_sends_a_signed_callback_and_the_otp_webhook_events() {
         fx.wait_until(|| { fx.get(&format!("/v1/webhooks/{id}/stats")).data()["succeeded"] == 2 })
     );
 }
+
+#[test]
+fn webhook_errors_speak_the_api_not_the_library() {
+    let fx = fixture(&[]);
+    let unknown = fx.post(
+        "/v1/webhooks",
+        &json!({"url": QUIET_URL, "service_type": "email"}),
+    );
+    unknown.assert_error(422, "validation_failed");
+    let message = unknown.body["error"]["message"].as_str().unwrap_or("");
+    for valid in ["otp", "sms", "whatsapp", "telegram"] {
+        assert!(message.contains(valid), "{message}");
+    }
+    create(&fx, "otp", QUIET_URL);
+    let again = fx.post(
+        "/v1/webhooks",
+        &json!({"url": "http://127.0.0.2:9/other", "service_type": "otp"}),
+    );
+    again.assert_error(409, "conflict");
+    let message = again.body["error"]["message"].as_str().unwrap_or("");
+    assert!(!message.contains("a otp"), "{message}");
+    assert!(message.contains("\"otp\""), "{message}");
+
+    let bad = fx.get("/v1/deliveries?limit=bogus");
+    bad.assert_error(400, "invalid_request");
+    let message = bad.body["error"]["message"].as_str().unwrap_or("");
+    assert!(!message.contains("deserialize"), "{message}");
+    assert!(message.starts_with("invalid query string: "), "{message}");
+    assert!(!message.contains("Query"), "{message}");
+}

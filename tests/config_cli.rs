@@ -431,3 +431,107 @@ fn apps_list_is_read_only_on_a_read_only_file_and_next_to_a_live_daemon() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_failed_bind_prints_no_development_key_and_creates_no_app() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = otpd(
+        dir.path(),
+        &["serve"],
+        &[("OTPD_SERVER__LISTEN", addr.as_str())],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("api_key"), "a key was printed: {stdout}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains(&addr),
+        "the error names the address: {stderr}"
+    );
+    drop(taken);
+    // Nothing was created either: the database holds no app.
+    if dir.path().join("data/otpd.sqlite3").exists() {
+        let out = otpd(dir.path(), &["apps", "list"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "", "an app was created");
+    }
+
+    // The port is free now: the development app is created (and shown) then.
+    let mut serve = Daemon::without_config()
+        .env("RUST_LOG", "warn")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    serve.start();
+    let shown = serve.stdout_lines().join("\n");
+    assert!(shown.contains("api_key: "), "{shown}");
+    assert!(shown.contains("otpd apps create"), "{shown}");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line_and_request_lines_without_secrets() {
+    let mut serve = Daemon::without_config()
+        .env("RUST_LOG", "info")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0")
+        .env("OTPD_LOG__FORMAT", "json");
+    serve.start();
+    let api_key = serve
+        .stdout_lines()
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("api_key: ").map(str::to_string))
+        .expect("the dev app's api_key on stdout");
+    let client = client();
+    let resp = client
+        .post(serve.url("/v1/otp/request"))
+        .header("x-api-key", &api_key)
+        .json(&serde_json::json!({"phone_number": "255712345678", "app_key": "dev"}))
+        .send()
+        .expect("POST /v1/otp/request");
+    assert_eq!(resp.status().as_u16(), 200);
+    // The log provider's line (development only) carries the code: read it from there.
+    let sent = serve.wait_stderr_line(Duration::from_secs(10), |l| {
+        l.contains("Your verification code is")
+    });
+    let sent: Value = serde_json::from_str(&sent).expect("JSON provider line");
+    let code: String = sent["fields"]["text"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(code.len() >= 4, "no code in {sent}");
+    let line = serve.wait_stderr_line(Duration::from_secs(10), |l| {
+        l.contains("otpd::request") && l.contains("/v1/otp/request")
+    });
+    let stderr = serve.stderr_text();
+    for l in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed: Result<Value, _> = serde_json::from_str(l);
+        assert!(parsed.is_ok(), "not a JSON line: {l}");
+    }
+    let request: Value = serde_json::from_str(&line).expect("JSON request line");
+    let fields = &request["fields"];
+    assert_eq!(request["level"], "INFO", "{line}");
+    assert_eq!(fields["method"], "POST", "{line}");
+    assert_eq!(fields["route"], "/v1/otp/request", "{line}");
+    assert_eq!(fields["status"], 200, "{line}");
+    assert!(fields["latency_ms"].is_number(), "{line}");
+    for secret in [
+        api_key.as_str(),
+        code.as_str(),
+        "phone_number",
+        "255712345678",
+    ] {
+        assert!(
+            !line.contains(secret),
+            "{secret} in the request line: {line}"
+        );
+    }
+    // Only "text" and "json" are formats.
+    let out = otpd(
+        serve.dir(),
+        &["check-config"],
+        &[("OTPD_LOG__FORMAT", "xml")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

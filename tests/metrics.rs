@@ -88,3 +88,61 @@ fn malformed_http_requests_are_counted_and_not_logged_as_errors() {
         "ERROR lines for client mistakes:\n{stderr}"
     );
 }
+
+/// Every family in a scrape has `# HELP` and `# TYPE`; counters end in `_total`,
+/// gauges do not; `otpd_build_info` carries the version.
+#[test]
+fn every_family_is_described_and_named_for_its_type() {
+    let fx = Fixture::start();
+    fx.request_otp(PHONE);
+    fx.settle();
+    let text = fx.call("GET", "/metrics").no_auth().send().text;
+    let mut helped = std::collections::BTreeSet::new();
+    let mut types = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("#"), Some("HELP"), Some(name), Some(_)) => {
+                helped.insert(name.to_string());
+            }
+            (Some("#"), Some("TYPE"), Some(name), Some(kind)) => {
+                types.insert(name.to_string(), kind.to_string());
+            }
+            _ => {}
+        }
+    }
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let series = line.split(['{', ' ']).next().unwrap_or("");
+        let family = types
+            .keys()
+            .find(|f| {
+                series == f.as_str()
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| series.strip_suffix(s) == Some(f.as_str()))
+            })
+            .unwrap_or_else(|| panic!("{series} has no # TYPE:\n{text}"));
+        assert!(helped.contains(family), "{family} has no # HELP:\n{text}");
+    }
+    for (name, kind) in &types {
+        match kind.as_str() {
+            "counter" => assert!(name.ends_with("_total"), "counter {name}"),
+            "gauge" => assert!(!name.ends_with("_total"), "gauge {name}"),
+            "histogram" => assert!(name.ends_with("_seconds"), "histogram {name}"),
+            other => panic!("{name}: unexpected type {other}"),
+        }
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!("otpd_build_info{{version=\"{version}\"}} 1")),
+        "{text}"
+    );
+    assert!(types.contains_key("otpd_provider_sends_total"), "{text}");
+    assert!(
+        types.contains_key("otpd_provider_send_duration_seconds"),
+        "{text}"
+    );
+}

@@ -168,9 +168,17 @@ pub fn json_object<T: DeserializeOwned>(
 
 /// Parses the query string into `T` (400 `invalid_request` on failure).
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    // serde's own description ("unknown variant `x`, expected one of ..."), not
+    // actix's "Query deserialize error:" wrapper around it.
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .map_err(|e| ApiError::invalid_request(format!("invalid query string: {e}")))
+        .map_err(|e| {
+            let reason = match e {
+                actix_web::error::QueryPayloadError::Deserialize(inner) => inner.to_string(),
+                other => other.to_string(),
+            };
+            ApiError::invalid_request(format!("invalid query string: {reason}"))
+        })
 }
 
 /// A UUID path segment; anything that is not one names no resource (404).

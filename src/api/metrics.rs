@@ -30,7 +30,10 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    describe_families();
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
                     None
@@ -68,9 +71,99 @@ pub async fn render(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
     metrics::counter!("otpd_snapshot_ops_total").absolute(g.snapshot_ops);
     metrics::counter!("otpd_snapshot_commit_failures_total").absolute(g.snapshot_failures);
     metrics::gauge!("otpd_snapshot_last_batch_size").set(g.snapshot_last_batch as f64);
-    metrics::gauge!("otpd_snapshot_commit_seconds_total").set(g.snapshot_commit_seconds);
+    metrics::gauge!("otpd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     handle.run_upkeep();
+    let mut text = handle.render();
+    // A fractional counter, which the `metrics` facade (u64 counters) cannot hold.
+    text.push_str(&format!(
+        "# HELP otpd_snapshot_commit_seconds_total {COMMIT_SECONDS_HELP}\n\
+         # TYPE otpd_snapshot_commit_seconds_total counter\n\
+         otpd_snapshot_commit_seconds_total {}\n",
+        g.snapshot_commit_seconds
+    ));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(handle.render()))
+        .body(text))
+}
+
+const COMMIT_SECONDS_HELP: &str = "Seconds spent in storage group commits since start.";
+
+/// `# HELP` of every family (README "Metrics" lists the same ones). Counters end in
+/// `_total`, histograms in `_seconds`, gauges in neither.
+fn describe_families() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "otpd_build_info",
+        "Always 1; the version label is the running otpd version."
+    );
+    describe_counter!(
+        "otpd_http_requests_total",
+        "HTTP requests answered, by route pattern, method and status."
+    );
+    describe_histogram!(
+        "otpd_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route pattern."
+    );
+    describe_counter!(
+        "otpd_http_protocol_errors_total",
+        "Requests too malformed to route (refused with 400 by the HTTP layer)."
+    );
+    describe_counter!(
+        "otpd_otp_sends_total",
+        "OTP requests and resends, by kind and outcome."
+    );
+    describe_counter!(
+        "otpd_otp_verifications_total",
+        "OTP verifications, by outcome."
+    );
+    describe_counter!(
+        "otpd_provider_sends_total",
+        "Provider calls (retries included), by provider and outcome (accepted, failed)."
+    );
+    describe_histogram!(
+        "otpd_provider_send_duration_seconds",
+        Unit::Seconds,
+        "Provider call latency, by provider."
+    );
+    describe_counter!(
+        "otpd_deliveries_total",
+        "Deliveries finished, by kind (callback, webhook, report) and outcome (succeeded, failed)."
+    );
+    describe_histogram!(
+        "otpd_delivery_attempt_duration_seconds",
+        Unit::Seconds,
+        "Delivery attempt latency, by kind."
+    );
+    describe_gauge!("otpd_otp_actors", "Live OTP actors (one per active flake).");
+    describe_gauge!("otpd_message_actors", "Live message actors.");
+    describe_gauge!("otpd_delivery_actors", "Live delivery actors.");
+    describe_gauge!(
+        "otpd_delivery_queue_depth",
+        "Deliveries pending (waiting for an attempt or a retry)."
+    );
+    describe_gauge!(
+        "otpd_delivery_endpoints_tracked",
+        "Endpoints whose failure count or pause is held in memory."
+    );
+    describe_counter!(
+        "otpd_snapshot_commits_total",
+        "Storage group commits since start."
+    );
+    describe_counter!(
+        "otpd_snapshot_ops_total",
+        "Changes written by storage group commits since start."
+    );
+    describe_counter!(
+        "otpd_snapshot_commit_failures_total",
+        "Storage group commits that failed since start."
+    );
+    describe_gauge!(
+        "otpd_snapshot_last_batch_size",
+        "Changes in the latest storage group commit."
+    );
+    describe_counter!(
+        "otpd_retention_pruned_rows_total",
+        "Rows removed by retention, by table."
+    );
 }

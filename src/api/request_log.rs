@@ -1,4 +1,5 @@
-//! One debug-level log line per request: method, path, status, latency, client IP.
+//! One info-level log line per request (target `otpd::request`): method, route
+//! pattern, path, status, latency in milliseconds, client IP.
 //!
 //! Only the path is logged, never the query string (it carries phone numbers),
 //! bodies, headers, codes or keys. The client IP is the TCP peer unless the peer
@@ -75,10 +76,12 @@ where
         let client_ip = client_ip(req.peer_addr(), req.headers(), &self.trusted_proxies)
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "-".into());
+        let method = req.method().to_string();
+        let path = req.path().to_string();
         let span = tracing::debug_span!(
             "http_request",
-            method = %req.method(),
-            path = %req.path(),
+            method = %method,
+            path = %path,
             client_ip = %client_ip,
         );
         let fut = self.service.call(req);
@@ -91,17 +94,30 @@ where
                         // The route pattern (not the path) keeps label cardinality bounded.
                         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
                         let status = res.status().as_u16().to_string();
-                        let method = res.request().method().to_string();
+                        tracing::info!(
+                            target: "otpd::request",
+                            method = %method,
+                            route = %route,
+                            path = %path,
+                            status = res.status().as_u16(),
+                            latency_ms,
+                            client_ip = %client_ip,
+                            "request"
+                        );
                         metrics::counter!("otpd_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
                             .increment(1);
                         metrics::histogram!("otpd_http_request_duration_seconds", "route" => route)
                             .record(latency_ms / 1000.0);
-                        tracing::debug!(status = res.status().as_u16(), latency_ms, "request finished")
                     }
-                    Err(e) => tracing::debug!(
+                    Err(e) => tracing::info!(
+                        target: "otpd::request",
+                        method = %method,
+                        route = "unmatched",
+                        path = %path,
                         status = e.as_response_error().status_code().as_u16(),
                         latency_ms,
-                        "request failed"
+                        client_ip = %client_ip,
+                        "request"
                     ),
                 }
                 result

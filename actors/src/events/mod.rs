@@ -101,7 +101,11 @@ impl FromStr for ServiceType {
             "sms" => ServiceType::Sms,
             "whatsapp" => ServiceType::Whatsapp,
             "telegram" => ServiceType::Telegram,
-            other => return Err(format!("unknown service_type {other:?}")),
+            other => {
+                return Err(format!(
+                    "unknown service_type {other:?}; expected one of \"otp\", \"sms\", \"whatsapp\", \"telegram\""
+                ))
+            }
         })
     }
 }

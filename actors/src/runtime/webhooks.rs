@@ -177,7 +177,7 @@ impl Runtime {
             .is_some()
         {
             return Err(Error::Conflict(format!(
-                "this app already has a {service_type} webhook"
+                "this app already has a webhook for service_type \"{service_type}\""
             )));
         }
         let now = self.inner.shared.clock.now();
