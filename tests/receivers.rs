@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::daemon::{client, Daemon};
-use common::receiver::{Received, Receiver, Reply};
+use otpd_test_support::{Received, Receiver, Reply};
 use serde_json::{json, Value};
 
 const PHONE: &str = "255712345678";
@@ -73,7 +73,7 @@ fn capture() -> (Daemon, Captured) {
         "/v1/otp/verify",
         json!({"phone_number": PHONE, "app_key": "dev", "code": code}),
     );
-    let got = rx.wait_for(3);
+    let got = rx.wait_for_blocking(3);
     let deliveries: Vec<(String, Received)> = got
         .into_iter()
         .map(|r| {
