@@ -468,6 +468,18 @@ fn real_answers_match_the_documented_schemas() {
     let page = fx.get(&at("/deliveries?limit=10"));
     conforms(doc, "GET", "/v1/webhooks/{id}/deliveries", page, 200);
     conforms(doc, "GET", "/v1/deliveries", fx.get("/v1/deliveries"), 200);
+    // The OTP overview, after the request/verify above: both windows.
+    for window in ["hour", "day"] {
+        let stats = fx.get(&format!("/v1/stats/otp?window={window}"));
+        assert!(
+            stats.body["data"]["buckets"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty()),
+            "{window}: {}",
+            stats.body
+        );
+        conforms(doc, "GET", "/v1/stats/otp", stats, 200);
+    }
     let since = json!({"since": "2000-01-01T00:00:00Z"});
     conforms(
         doc,

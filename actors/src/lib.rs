@@ -33,6 +33,7 @@
 //! | `delivery/` | the delivery engine: `model.rs` (the delivery records storage persists), `actor.rs` (one `DeliveryActor` per endpoint, one signed attempt), `dispatcher.rs` (`Dispatcher`, endpoint health and pause), `retry.rs` (`delivery::RetrySchedule`, also the sender's) |
 //! | `events/` | `mod.rs`: the event catalogue and the one envelope; `outbox.rs`: `Outbox`, the events and deliveries an action commits |
 //! | `signing.rs` | `X-Otpd-Signature` and Standard Webhooks signatures |
+//! | `stats.rs` | OTP sends and outcomes over the last hour/day (`/v1/stats/otp`) |
 //! | `webhooks.rs` | registered webhooks and their in-memory directory |
 //! | `registry.rs` | get-or-spawn of actors over one arbiter per core; idle reaping |
 //! | `storage/` | `storage::Snapshot`: the SQLite writer thread and group commit (`writer.rs`), checkpoints (`checkpoint.rs`), versioned migrations (`schema.rs`), one loader module per record family (`otp.rs`, `messages.rs`, `apps.rs`, `webhooks.rs`, `deliveries.rs`) |
@@ -87,6 +88,7 @@ pub mod runtime;
 pub mod secrets;
 mod sender;
 pub mod signing;
+pub mod stats;
 pub(crate) mod storage;
 pub mod url_policy;
 pub mod webhooks;

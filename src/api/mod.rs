@@ -13,6 +13,7 @@
 //! | `messages.rs` | `/v1/messages`, `/v1/messages/{id}` |
 //! | `providers.rs` | `/v1/providers/status` (provider status reports, bearer token) |
 //! | `webhooks.rs` | `/v1/webhooks…`, `/v1/deliveries` (webhook management, delivery log) |
+//! | `stats.rs` | `/v1/stats/otp` (read-only OTP counts for the console) |
 //! | `admin.rs` | `/admin/v1/apps…` |
 //! | `health.rs` | `/healthz`, `/readyz` |
 //! | `metrics.rs` | `/metrics` (Prometheus text) and the recorder it reads |
@@ -47,6 +48,7 @@ pub mod reply;
 pub mod request_log;
 pub mod routes;
 mod schemas;
+pub mod stats;
 pub mod webhooks;
 
 pub use error::ApiError;
@@ -119,6 +121,7 @@ pub fn v1_endpoints() -> Vec<Endpoint> {
     all.extend(webhooks::endpoints());
     all.extend(messages::endpoints());
     all.extend(providers::endpoints());
+    all.extend(stats::endpoints());
     all
 }
 

@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorEnvelope;
 use super::schemas;
-use super::{admin, health, messages, metrics, otp, providers, webhooks};
+use super::{admin, health, messages, metrics, otp, providers, stats, webhooks};
 
 /// The security scheme of `X-API-Key` (an app's API key).
 pub const API_KEY: &str = "apiKey";
@@ -67,6 +67,7 @@ pub const PROVIDER_TOKEN: &str = "providerToken";
         webhooks::deliveries,
         webhooks::delivery,
         webhooks::retry,
+        stats::otp,
         admin::create_app,
         admin::list_apps,
         admin::get_app,

@@ -356,6 +356,47 @@ pub struct WebhookStats {
     latency_ms: Latency,
 }
 
+/// The window of `GET /v1/stats/otp`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsWindow {
+    /// The last hour, in twelve 5-minute buckets.
+    Hour,
+    /// The last day, in 24 one-hour buckets.
+    Day,
+}
+
+/// One chart bucket of `GET /v1/stats/otp`.
+#[derive(ToSchema)]
+pub struct StatsBucket {
+    /// Where the bucket starts.
+    start: DateTime<Utc>,
+    /// OTP messages created in it.
+    sent: u64,
+    /// Flakes created in it, by outcome.
+    outcomes: BTreeMap<String, u64>,
+}
+
+/// The answer of `GET /v1/stats/otp`: the app's OTP sends and outcomes over the window.
+#[derive(ToSchema)]
+pub struct OtpStats {
+    /// `hour` or `day`.
+    window: StatsWindow,
+    /// The window's start.
+    from: DateTime<Utc>,
+    /// Now.
+    until: DateTime<Utc>,
+    /// Width of each bucket, in seconds.
+    bucket_seconds: i64,
+    /// OTP messages created in the window, by message status.
+    sends: BTreeMap<String, u64>,
+    /// The latest flake of each phone created in the window, by outcome (`pending`,
+    /// `verified`, `failed`, `expired`, `invalidated`).
+    outcomes: BTreeMap<String, u64>,
+    /// The chart: oldest bucket first.
+    buckets: Vec<StatsBucket>,
+}
+
 /// Per-app OTP settings (SPEC section 2); a field left out takes its default.
 #[derive(ToSchema)]
 #[serde(default)]

@@ -13,6 +13,7 @@
 //! | `otp.rs` | the OTP calls: request, resend, verify, invalidate, status |
 //! | `messages.rs` | `/v1/messages` sends, provider status reports, delivery reports |
 //! | `apps.rs` | app administration and API keys |
+//! | `stats.rs` | read-only OTP statistics (`/v1/stats/otp`) |
 //! | `webhooks.rs` | registered webhooks, the delivery log, retry and recover |
 //! | `recovery.rs` | start-up recovery of queued messages and pending deliveries |
 //! | `housekeeping.rs` | idle-actor reaping, idempotency purge, retention rounds |
@@ -46,8 +47,10 @@ mod housekeeping;
 mod messages;
 mod otp;
 mod recovery;
+mod stats;
 mod webhooks;
 
+pub use crate::stats::{OtpStats, StatsBucket, StatsWindow};
 pub(crate) use builder::RecoverLimits;
 pub use builder::RuntimeBuilder;
 pub use messages::{DeliveryReportRequest, SendMessage, StatusReport};
