@@ -163,19 +163,7 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
         DeliveryDriver::Callbacks => args.apps,
         DeliveryDriver::Webhooks => endpoints,
     };
-    let mut apps = Vec::with_capacity(n_apps);
-    for i in 0..n_apps {
-        let app = runtime
-            .upsert_app(NewApp {
-                name: format!("loadtest {i}"),
-                app_key: Some(format!("loadtest-{i}")),
-                settings: settings(),
-                ..NewApp::default()
-            })
-            .await
-            .map_err(|e| format!("creating app {i}: {e}"))?;
-        apps.push(app);
-    }
+    let apps = upsert_apps(&runtime, n_apps).await?;
     let mut hooks = Vec::new();
     if driver == DeliveryDriver::Webhooks {
         for (app, url) in apps.iter().zip(&urls) {

@@ -239,6 +239,25 @@ fn settings() -> AppSettings {
     }
 }
 
+/// Apps `loadtest-0` .. `loadtest-{n-1}`, upserted: a kept `--db` from an earlier run
+/// already has them.
+async fn upsert_apps(runtime: &Runtime, n: usize) -> Result<Vec<Arc<App>>, String> {
+    let mut apps = Vec::with_capacity(n);
+    for i in 0..n {
+        let app = runtime
+            .upsert_app(NewApp {
+                name: format!("loadtest {i}"),
+                app_key: Some(format!("loadtest-{i}")),
+                settings: settings(),
+                ..NewApp::default()
+            })
+            .await
+            .map_err(|e| format!("creating app {i}: {e}"))?;
+        apps.push(app);
+    }
+    Ok(apps)
+}
+
 /// The database location and whether to delete it afterwards.
 fn database(args: &Args) -> (PathBuf, Option<PathBuf>) {
     match &args.db {
@@ -304,20 +323,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         .start()
         .await
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let mut apps = Vec::with_capacity(args.apps);
-    for i in 0..args.apps {
-        // upsert: a kept `--db` from an earlier run already has these apps.
-        let app = runtime
-            .upsert_app(NewApp {
-                name: format!("loadtest {i}"),
-                app_key: Some(format!("loadtest-{i}")),
-                settings: settings(),
-                ..NewApp::default()
-            })
-            .await
-            .map_err(|e| format!("creating app {i}: {e}"))?;
-        apps.push(app);
-    }
+    let apps = upsert_apps(&runtime, args.apps).await?;
     let tasks = args.concurrency.min(n_phones);
     let plan = Arc::new(Plan {
         runtime: runtime.clone(),
