@@ -128,7 +128,11 @@ mod tests {
         assert!(ordered_hex(later) > ordered_hex(t0));
         assert_eq!(ordered_hex(t0).len(), 32);
         let same_ms: std::collections::HashSet<_> = (0..1000).map(|_| ordered_id(t0)).collect();
-        assert_eq!(same_ms.len(), 1000, "74 random bits keep ids of one millisecond apart");
+        assert_eq!(
+            same_ms.len(),
+            1000,
+            "74 random bits keep ids of one millisecond apart"
+        );
     }
 
     #[test]
