@@ -174,10 +174,14 @@ struct Writer<S> {
 }
 
 /// Whether a change can break a constraint, and so needs its own savepoint.
+///
+/// An outbox row cannot: its event and delivery ids are fresh (time-ordered with 74
+/// random bits) and the event insert is `OR IGNORE`. If one ever failed, it would
+/// fail like any other write and be replayed alone.
 fn may_conflict(change: &Change) -> bool {
     matches!(
         change,
-        Change::App(_) | Change::ApiKey { .. } | Change::Webhook(_) | Change::Outbox(..)
+        Change::App(_) | Change::ApiKey { .. } | Change::Webhook(_)
     )
 }
 
@@ -262,6 +266,7 @@ impl Writer<Sql<'_>> {
         let count = batch.len() as u64;
         let outcome = (|| -> Result<(), StorageError> {
             self.sql.exec("BEGIN")?;
+            self.apply_prefix(batch, now, &mut replies)?;
             for op in batch.drain(..) {
                 match op {
                     Op::Write(changes, reply) => {
@@ -337,6 +342,49 @@ impl Writer<Sql<'_>> {
             let _ = done.send(());
         }
         stop
+    }
+
+    /// The fast path: the writes at the head of the batch that cannot break a
+    /// constraint, up to its first read or conflict-prone write, applied with no
+    /// savepoint at all (a savepoint makes SQLite copy every page it first touches
+    /// into a sub-journal). Nothing has read them yet, so if one fails the whole
+    /// transaction can be rolled back and the batch replayed by the careful path,
+    /// where every write is undone alone. On success they are taken off the batch;
+    /// their replies wait for the commit like any other.
+    fn apply_prefix(
+        &mut self,
+        batch: &mut Vec<Op>,
+        now: DateTime<Utc>,
+        replies: &mut Vec<(Reply, Result<(), StorageError>)>,
+    ) -> Result<(), StorageError> {
+        let prefix = batch
+            .iter()
+            .take_while(
+                |op| matches!(op, Op::Write(changes, _) if !changes.iter().any(may_conflict)),
+            )
+            .count();
+        let applied = batch[..prefix].iter().try_for_each(|op| match op {
+            Op::Write(changes, _) => changes.iter().try_for_each(|c| apply(&self.sql, c, now)),
+            Op::Read(_) | Op::Shutdown(_) => Ok(()),
+        });
+        match applied {
+            Ok(()) => {
+                for op in batch.drain(..prefix) {
+                    if let Op::Write(_, Some(reply)) = op {
+                        replies.push((reply, Ok(())));
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, writes = prefix, "a storage write failed; replaying the batch one write at a time");
+                if !self.sql.conn.is_autocommit() {
+                    self.sql.exec("ROLLBACK")?;
+                }
+                self.sql.exec("BEGIN")
+            }
+        }
     }
 
     /// Opens the segment savepoint `seg` unless one is open.
