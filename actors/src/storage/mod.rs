@@ -171,6 +171,9 @@ pub struct IdempotencyRecord {
 pub enum Change {
     /// Upsert an OTP actor's snapshot.
     Otp(OtpRecord),
+    /// The same, from an actor that has seen its row: an `UPDATE` (falling back to
+    /// the upsert if the row is gone).
+    OtpUpdate(OtpRecord),
     /// Upsert a message.
     Message(MessageRecord),
     /// Upsert an app (insert fails on a duplicate `app_key`).

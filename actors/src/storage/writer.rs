@@ -22,6 +22,7 @@ use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
 use crate::clock::{to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
 use crate::message::Purpose;
+use crate::otp::OtpRecord;
 
 /// `journal_size_limit`: the WAL file is truncated to this after a restart.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -452,44 +453,8 @@ impl Writer<Sql<'_>> {
 /// Applies one change; `now` is the `updated_at` of rows whose change carries none.
 fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), StorageError> {
     match change {
-        Change::Otp(rec) => {
-            let sends = rec
-                .sends
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let f = rec.flake.as_ref();
-            sql.run(
-                "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
-                 max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
-                 expires_at, finished_at, sends, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                 ON CONFLICT(app_id, phone) DO UPDATE SET flake_id = excluded.flake_id,
-                 code_hash = excluded.code_hash, status = excluded.status, attempts = excluded.attempts,
-                 max_attempts = excluded.max_attempts, delivery_method = excluded.delivery_method,
-                 message_id = excluded.message_id, callback_url = excluded.callback_url,
-                 callback_secret = excluded.callback_secret, created_at = excluded.created_at,
-                 expires_at = excluded.expires_at, finished_at = excluded.finished_at,
-                 sends = excluded.sends, updated_at = excluded.updated_at", params![
-                uuid_text(&rec.key.app_id),
-                rec.key.phone.as_str(),
-                f.map(|f| uuid_text(&f.flake_id)),
-                f.map(|f| f.code_hash.to_vec()),
-                f.map(|f| f.status.as_str()),
-                f.map(|f| f.attempts),
-                f.map(|f| f.max_attempts),
-                f.map(|f| f.delivery_method.as_str()),
-                f.and_then(|f| f.message_id.as_ref().map(uuid_text)),
-                f.and_then(|f| f.callback.as_ref().map(|c| c.url.clone())),
-                f.and_then(|f| f.callback.as_ref().and_then(|c| c.secret.clone())),
-                f.map(|f| to_millis(f.created_at)),
-                f.map(|f| to_millis(f.expires_at)),
-                f.and_then(|f| f.finished_at.map(to_millis)),
-                sends,
-                to_millis(now),
-            ])?;
-        }
+        Change::Otp(rec) => write_otp(sql, rec, now, false)?,
+        Change::OtpUpdate(rec) => write_otp(sql, rec, now, true)?,
         Change::Message(m) => {
             sql.run(
                 "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
@@ -669,6 +634,75 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
     Ok(())
 }
 
+/// Writes an OTP actor's snapshot. With `update_first` (the actor has seen its row)
+/// it is a plain `UPDATE`, one seek of the primary key; if that changes no row (the
+/// row was purged meanwhile) it falls back to the upsert, which probes for the row
+/// before it inserts or updates.
+fn write_otp(
+    sql: &Sql<'_>,
+    rec: &OtpRecord,
+    now: DateTime<Utc>,
+    update_first: bool,
+) -> Result<(), StorageError> {
+    let sends = rec
+        .sends
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let f = rec.flake.as_ref();
+    let app_id = uuid_text(&rec.key.app_id);
+    let flake_id = f.map(|f| uuid_text(&f.flake_id));
+    let code_hash = f.map(|f| &f.code_hash[..]);
+    let message_id = f.and_then(|f| f.message_id.as_ref().map(uuid_text));
+    let callback = f.and_then(|f| f.callback.as_deref());
+    let values = params![
+        app_id,
+        rec.key.phone.as_str(),
+        flake_id,
+        code_hash,
+        f.map(|f| f.status.as_str()),
+        f.map(|f| f.attempts),
+        f.map(|f| f.max_attempts),
+        f.map(|f| f.delivery_method.as_str()),
+        message_id,
+        callback.map(|c| c.url.as_str()),
+        callback.and_then(|c| c.secret.as_deref()),
+        f.map(|f| to_millis(f.created_at)),
+        f.map(|f| to_millis(f.expires_at)),
+        f.and_then(|f| f.finished_at.map(to_millis)),
+        sends,
+        to_millis(now),
+    ];
+    if update_first {
+        let updated = sql.run(
+            "UPDATE otp_state SET flake_id = ?3, code_hash = ?4, status = ?5, attempts = ?6,
+             max_attempts = ?7, delivery_method = ?8, message_id = ?9, callback_url = ?10,
+             callback_secret = ?11, created_at = ?12, expires_at = ?13, finished_at = ?14,
+             sends = ?15, updated_at = ?16 WHERE app_id = ?1 AND phone = ?2",
+            values,
+        )?;
+        if updated > 0 {
+            return Ok(());
+        }
+    }
+    sql.run(
+        "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
+         max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
+         expires_at, finished_at, sends, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT(app_id, phone) DO UPDATE SET flake_id = excluded.flake_id,
+         code_hash = excluded.code_hash, status = excluded.status, attempts = excluded.attempts,
+         max_attempts = excluded.max_attempts, delivery_method = excluded.delivery_method,
+         message_id = excluded.message_id, callback_url = excluded.callback_url,
+         callback_secret = excluded.callback_secret, created_at = excluded.created_at,
+         expires_at = excluded.expires_at, finished_at = excluded.finished_at,
+         sends = excluded.sends, updated_at = excluded.updated_at",
+        values,
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -749,5 +783,31 @@ mod tests {
             "good1 and good2 only; b's first statement was undone"
         );
         assert!(snap.stats().replays.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test]
+    async fn an_otp_update_for_a_row_that_is_gone_writes_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let mut rec = OtpRecord::new(OtpKey {
+            app_id: Uuid::nil(),
+            phone: Phone::from_canonical("255700000009".into()),
+        });
+        rec.sends.push_back(1_000);
+        // No row yet: the UPDATE changes nothing and the upsert inserts.
+        snap.write(vec![Change::OtpUpdate(rec.clone())])
+            .committed()
+            .await
+            .unwrap();
+        let k = rec.key.clone();
+        assert_eq!(snap.read(move |c| load_otp(c, &k)).await.unwrap(), rec);
+        // The row exists: the UPDATE changes it.
+        rec.sends.push_back(2_000);
+        snap.write(vec![Change::OtpUpdate(rec.clone())])
+            .committed()
+            .await
+            .unwrap();
+        let k = rec.key.clone();
+        assert_eq!(snap.read(move |c| load_otp(c, &k)).await.unwrap(), rec);
     }
 }
