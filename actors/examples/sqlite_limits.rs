@@ -31,10 +31,14 @@ const PHONES: usize = 20_000;
 
 fn open(dir: &std::path::Path, name: &str) -> Connection {
     let conn = Connection::open(dir.join(name)).expect("open");
-    conn.pragma_update(None, "page_size", 2048).expect("page_size");
-    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
-    conn.pragma_update(None, "synchronous", "NORMAL").expect("sync");
-    conn.pragma_update(None, "cache_size", -8192).expect("cache");
+    conn.pragma_update(None, "page_size", 2048)
+        .expect("page_size");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("sync");
+    conn.pragma_update(None, "cache_size", -8192)
+        .expect("cache");
     conn.execute_batch(
         "CREATE TABLE messages (
             message_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, channel TEXT NOT NULL,
