@@ -463,7 +463,7 @@ impl Snapshot {
 /// Every cycle updates `otp_state` rows at random (app, phone) keys, so each update
 /// dirties its own page, and every dirty page is written whole to the WAL at the
 /// commit. Half-size pages halve those bytes; below 2 KiB the deeper B-trees cost
-/// more than they save (BENCHMARKS.md, "Page size": 1 KiB was 30 % slower).
+/// more than they save (BENCHMARKS.md, "What each change moved": 1 KiB was slower still).
 pub const NEW_FILE_PAGE_SIZE: i64 = 2048;
 
 /// Opens a connection with otpd's pragmas and schema: a new database gets every
