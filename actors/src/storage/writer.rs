@@ -61,35 +61,13 @@ pub(super) fn spawn(
         Durability::Commit => config.max_batch,
         Durability::Async => config.max_batch.min(ASYNC_MAX_BATCH),
     };
-    let parts = Writer {
-        sql: (),
-        rx,
-        stats,
-        durability: config.durability,
-        flush_interval: Duration::from_millis(config.flush_interval_ms),
-        max_batch,
-        wal_frames,
-        checkpointer: Some(checkpointer),
-        segment: Vec::new(),
-        clock,
-    };
+    let durability = config.durability;
+    let flush_interval = Duration::from_millis(config.flush_interval_ms);
     let handle = std::thread::Builder::new()
         .name("otpd-snapshot".into())
         .spawn(move || {
             // The statements borrow the connection, so both live on this thread's stack.
             let conn = conn;
-            let Writer {
-                rx,
-                stats,
-                durability,
-                flush_interval,
-                max_batch,
-                wal_frames,
-                checkpointer,
-                segment,
-                clock,
-                ..
-            } = parts;
             Writer {
                 sql: Sql::new(&conn),
                 rx,
@@ -98,8 +76,8 @@ pub(super) fn spawn(
                 flush_interval,
                 max_batch,
                 wal_frames,
-                checkpointer,
-                segment,
+                checkpointer: Some(checkpointer),
+                segment: Vec::new(),
                 clock,
             }
             .run()
@@ -157,9 +135,8 @@ impl<'c> Sql<'c> {
 }
 
 /// The writer thread's state: its connection, its queue, and the open segment.
-/// `S` is `()` while it is handed to the thread, [`Sql`] on it.
-struct Writer<S> {
-    sql: S,
+struct Writer<'c> {
+    sql: Sql<'c>,
     rx: mpsc::Receiver<Op>,
     stats: Arc<SnapshotStats>,
     durability: Durability,
@@ -209,7 +186,7 @@ fn apply_in_savepoint(
     }
 }
 
-impl Writer<Sql<'_>> {
+impl Writer<'_> {
     fn run(mut self) {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
         loop {
