@@ -1,0 +1,52 @@
+//! The HTTP benchmark as a user runs it: the real `otpd-httpbench` binary for one
+//! tiny round of each side, checked through its `--json` report (figures belong in
+//! BENCHMARKS.md; this checks the benchmark works: real cycles through the API,
+//! codes from the provider, verified, and a ratio).
+
+use std::process::Command;
+
+#[test]
+fn one_round_of_each_side_reports_rates_cpu_and_their_ratio() {
+    let out = Command::new(env!("CARGO_BIN_EXE_otpd-httpbench"))
+        .args([
+            "--rounds",
+            "1",
+            "--round-secs",
+            "1",
+            "--connections",
+            "4",
+            "--phones",
+            "200",
+            "--json",
+        ])
+        .output()
+        .expect("run otpd-httpbench");
+    assert!(
+        out.status.success(),
+        "otpd-httpbench failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["errors"], 0, "{r}");
+    let real = r["real_per_sec"].as_f64().unwrap();
+    let bare = r["bare_per_sec"].as_f64().unwrap();
+    assert!(real > 0.0 && bare > 0.0, "{r}");
+    let ratio = r["ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio < 2.0, "{r}");
+    assert!(r["real_cpu_us_per_cycle"].as_f64().unwrap() > 0.0);
+    let rounds = r["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[0]["side"], "real");
+    assert_eq!(rounds[1]["side"], "bare");
+}
+
+#[test]
+fn zero_connections_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_otpd-httpbench"))
+        .args(["--connections", "0"])
+        .output()
+        .expect("run otpd-httpbench");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--connections"));
+}
