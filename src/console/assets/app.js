@@ -154,7 +154,7 @@ function createForm(status, list) {
 
 async function loadWebhooks(list) {
   try {
-    const hooks = await call("GET", "/webhooks");
+    const hooks = (await call("GET", "/webhooks")).items;
     if (hooks.length === 0) {
       replace(list, el("p", { class: "empty" }, "No webhooks yet."));
       return;
@@ -182,7 +182,10 @@ function webhookCard(w, list) {
       button("Send test event", async () => {
         try {
           const t = await call("POST", `/webhooks/${seg(w.id)}/test`, {});
-          replace(out, notice("ok", "Test event queued: ", el("a", { href: `#/delivery/${seg(t.delivery_id)}`, class: "test-delivery" }, t.delivery_id)));
+          const outcome = el("span", { class: "test-outcome" }, " — pending");
+          replace(out, notice("ok", "Test event queued: ", el("a", { href: `#/delivery/${seg(t.delivery_id)}`, class: "test-delivery" }, t.delivery_id), outcome));
+          const d = await settled(t.delivery_id);
+          replace(outcome, ` — ${d.status}`, d.last_status_code === null ? "" : ` (HTTP ${d.last_status_code})`);
           await loadStats(w, stats);
         } catch (e) { replace(out, notice("error", why(e))); }
       }, { class: "send-test" }),
@@ -253,6 +256,19 @@ function webhookCard(w, list) {
   return card;
 }
 
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls a delivery until its first attempt series is over (at most ~15 s). */
+async function settled(deliveryId) {
+  let d;
+  for (let i = 0; i < 30; i++) {
+    d = await call("GET", `/webhooks/deliveries/${seg(deliveryId)}`);
+    if (d.status !== "pending") break;
+    await pause(500);
+  }
+  return d;
+}
+
 async function loadStats(w, box) {
   try {
     const s = await call("GET", `/webhooks/${seg(w.id)}/stats`);
@@ -297,8 +313,8 @@ async function deliveriesPage(query) {
   });
   if (webhook) kindSel.disabled = true;
 
-  const chart = el("div", { id: "delivery-chart" });
-  const table = el("div", { id: "delivery-table" });
+  const chart = el("section", { id: "delivery-chart", class: "card" });
+  const table = el("section", { id: "delivery-table", class: "card" });
   const recover = el("div", { id: "recover" });
   replace(main, el("h1", {}, "Delivery log", webhook ? el("small", {}, " · webhook ", el("code", {}, webhook)) : ""),
     filters, chart, table, recover);
@@ -311,7 +327,7 @@ async function deliveriesPage(query) {
   const path = webhook ? `/webhooks/${seg(webhook)}/deliveries?${q}` : `/deliveries?${q}`;
   try {
     const page = await call("GET", path);
-    replace(chart, el("h2", {}, "Deliveries over time (this page)"),
+    replace(chart, el("h2", {}, "Deliveries over time (the deliveries on this page)"),
       page.items.length ? stackedBars(bucketByTime(page.items), DELIVERY_SERIES, { title: "deliveries over time" }) : el("p", { class: "empty" }, "Nothing to chart."));
     const next = new URLSearchParams(location.hash.split("?")[1] ?? "");
     const pager = el("p", { class: "pager" },
@@ -361,7 +377,7 @@ function localInput(date) {
 async function recoverForm(box, webhook) {
   let hooks = [];
   try {
-    hooks = await call("GET", "/webhooks");
+    hooks = (await call("GET", "/webhooks")).items;
   } catch (e) {
     replace(box, notice("error", why(e)));
     return;
@@ -384,7 +400,7 @@ async function recoverForm(box, webhook) {
     if (until.value) body.until = isoFromLocal(until.value);
     try {
       const r = await call("POST", `/webhooks/${seg(which.value)}/recover`, body);
-      replace(status, notice("ok", `${r.count} failed deliveries queued again.`));
+      replace(status, notice("ok", `${r.count} failed ${r.count === 1 ? "delivery" : "deliveries"} queued again.`));
     } catch (e) {
       replace(status, notice("error", why(e)));
     }
@@ -491,19 +507,23 @@ async function otpPage(query) {
   try {
     const s = await call("GET", `/stats/otp?window=${span}`);
     const total = (o) => Object.values(o).reduce((a, b) => a + b, 0);
-    const tiles = (title, counts, cls) => el("section", { class: "card" }, el("h2", {}, title),
-      el("ul", { class: `tiles ${cls}` }, Object.entries(counts).map(([k, n]) =>
-        el("li", { "data-key": k }, el("strong", {}, String(n)), el("span", {}, k)))));
+    const order = (counts, keys) => [...keys.filter((k) => k in counts), ...Object.keys(counts).filter((k) => !keys.includes(k))];
+    const tiles = (title, counts, keys, cls) => el("section", { class: "card" }, el("h2", {}, title),
+      el("ul", { class: `tiles ${cls}` }, order(counts, keys).map((k) =>
+        el("li", { "data-key": k }, el("strong", {}, String(counts[k])), el("span", {}, k)))));
     const label = (iso) => when(iso).slice(11, 16);
+    const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
     replace(body,
-      el("p", { class: "meta" }, `${when(s.from)} – ${when(s.until)} · ${total(s.sends)} codes sent · ${total(s.outcomes)} flakes`),
-      tiles("Outcomes", s.outcomes, "outcomes"),
-      tiles("Sends by message status", s.sends, "sends"),
-      el("section", { class: "card" }, el("h2", {}, "Outcomes over time"),
-        stackedBars(s.buckets.map((b) => ({ label: label(b.start), counts: b.outcomes })), OUTCOME_SERIES, { title: "OTP outcomes over time" })),
-      el("section", { class: "card" }, el("h2", {}, "Codes sent over time"),
-        stackedBars(s.buckets.map((b) => ({ label: label(b.start), counts: { sent: b.sent } })),
-          [{ key: "sent", label: "codes sent", cls: "s-info" }], { title: "OTP sends over time" })));
+      el("p", { class: "meta" }, `${when(s.from)} – ${when(s.until)} · ${plural(total(s.sends), "code", "codes")} sent · ${plural(total(s.outcomes), "flake", "flakes")}`),
+      el("div", { class: "two" },
+        tiles("Outcomes (latest flake per phone)", s.outcomes, OUTCOME_SERIES.map((x) => x.key), "outcomes"),
+        tiles("Sends by message status", s.sends, ["queued", "sent", "delivered", "read", "failed"], "sends")),
+      el("div", { class: "two" },
+        el("section", { class: "card" }, el("h2", {}, "Outcomes over time"),
+          stackedBars(s.buckets.map((b) => ({ label: label(b.start), counts: b.outcomes })), OUTCOME_SERIES, { title: "OTP outcomes over time" })),
+        el("section", { class: "card" }, el("h2", {}, "Codes sent over time"),
+          stackedBars(s.buckets.map((b) => ({ label: label(b.start), counts: { sent: b.sent } })),
+            [{ key: "sent", label: "codes sent", cls: "s-info" }], { title: "OTP sends over time" }))));
   } catch (e) {
     replace(body, notice("error", why(e)));
   }

@@ -66,7 +66,7 @@ export function badge(status) {
  * A stacked bar chart: `buckets` = [{label, counts: {series_key: n}}], `series` =
  * [{key, label, cls}]. Each bar is one bucket, each segment one series.
  */
-export function stackedBars(buckets, series, { title, width = 560, height = 150 } = {}) {
+export function stackedBars(buckets, series, { title, width = 560, height = 140 } = {}) {
   const pad = { top: 10, right: 8, bottom: 22, left: 30 };
   const innerW = width - pad.left - pad.right;
   const innerH = height - pad.top - pad.bottom;
@@ -125,20 +125,21 @@ export function gauge(rate, { width = 160, height = 12 } = {}) {
 }
 
 /**
- * Buckets items by `created_at` into `n` equal slices between the oldest and the
- * newest (at least a minute wide), counting `status` per slice.
+ * Buckets items by `created_at` into `n` equal slices ending at the newest item and
+ * covering at least `minSpan` ms (an hour: 5-minute bars), counting `status` per slice.
  */
-export function bucketByTime(items, n = 12) {
+export function bucketByTime(items, n = 12, minSpan = 3600_000) {
   const times = items.map((i) => new Date(i.created_at).getTime()).filter((t) => !Number.isNaN(t));
   if (times.length === 0) return [];
-  const lo = Math.min(...times);
-  const span = Math.max(60_000, Math.max(...times) - lo + 1);
+  const hi = Math.max(...times) + 1;
+  const span = Math.max(minSpan, hi - Math.min(...times));
   const width = span / n;
+  const lo = hi - span;
   const buckets = Array.from({ length: n }, (_, i) => ({ start: lo + i * width, counts: {} }));
   for (const item of items) {
     const t = new Date(item.created_at).getTime();
     if (Number.isNaN(t)) continue;
-    const b = buckets[Math.min(n - 1, Math.floor((t - lo) / width))];
+    const b = buckets[Math.min(n - 1, Math.max(0, Math.floor((t - lo) / width)))];
     b.counts[item.status] = (b.counts[item.status] ?? 0) + 1;
   }
   return buckets.map((b) => ({ label: when(new Date(b.start).toISOString()).slice(11, 16), counts: b.counts }));
