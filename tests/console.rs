@@ -191,8 +191,9 @@ fn the_scripts_never_parse_data_as_html_and_only_fetch_v1() {
         fetches += js.matches("fetch(").count();
         if js.contains("fetch(") {
             assert!(
-                js.contains("fetch(\"/v1\" + path"),
-                "{path}: the one fetch goes to /v1"
+                js.contains("fetch(API + path")
+                    && js.contains("new URL(\"../../v1\", import.meta.url)"),
+                "{path}: the one fetch goes to the /v1 beside the console"
             );
             assert!(js.contains("\"X-API-Key\""), "{path} sends X-API-Key");
             assert!(js.contains("sessionStorage"), "{path} keeps the key there");
@@ -258,4 +259,42 @@ fn the_console_is_not_in_the_openapi_document() {
     assert!(otpd::api::operations()
         .iter()
         .all(|(_, path)| !path.starts_with("/console")));
+}
+
+#[test]
+fn under_a_scope_the_page_links_its_files_and_the_api_beside_it() {
+    let fx = Fixture::start();
+    // An embedder's application: otpd under /otp, on a real socket.
+    let addr = fx.run(|runtime| async move {
+        let server = actix_web::HttpServer::new(move || {
+            let runtime = runtime.clone();
+            actix_web::App::new().service(actix_web::web::scope("/otp").configure(move |cfg| {
+                otpd::api::configure(cfg, runtime, otpd::api::ApiOptions::default())
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let addr = server.addrs()[0];
+        actix_rt::spawn(server.run());
+        addr
+    });
+    let get = |path: &str| {
+        common::daemon::client()
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .expect("answered")
+    };
+    let html = get("/otp/console").text().expect("html");
+    assert!(
+        html.contains("src=\"/otp/console/assets/app.js\""),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/otp/console/assets/console.css\""));
+    for (path, _) in ASSETS {
+        assert_eq!(get(&format!("/otp{path}")).status(), 200, "/otp{path}");
+    }
+    // api.js calls "../../v1" from /otp/console/assets/: /otp/v1, which needs a key.
+    assert_eq!(get("/otp/v1/webhooks").status(), 401);
 }

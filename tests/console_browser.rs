@@ -342,6 +342,9 @@ fn the_console_works_in_headless_chromium() {
     b.goto("");
     b.viewport(1280, 800);
     b.wait("#sign-in");
+    let hidden = "return [document.getElementById('nav'), document.getElementById('sign-out')]\
+                  .every((e) => e.offsetParent === null);";
+    assert_eq!(b.js(hidden), json!(true), "no navigation before sign-in");
     b.save("sign-in");
     let wrong = client()
         .get(daemon.url("/v1/webhooks"))
@@ -591,5 +594,6 @@ fn the_console_works_in_headless_chromium() {
     // ----- sign out clears the key ------------------------------------------------
     b.click("#sign-out");
     b.wait("#sign-in");
+    assert_eq!(b.js(hidden), json!(true), "no navigation after sign-out");
     assert_eq!(b.js("return sessionStorage.length;"), json!(0));
 }

@@ -13,8 +13,11 @@
 //! as text, never parsed as HTML.
 //!
 //! The console is not an API: it is deliberately absent from [`crate::api::operations`]
-//! and `/openapi.json`. [`crate::api::configure`] mounts it; an embedder composing its
-//! own routes can mount it alone with [`routes`].
+//! and `/openapi.json`. [`crate::api::configure`] mounts it beside the API, in whatever
+//! scope the API is mounted (`web::scope("/otp")` serves `/otp/console`): the page
+//! links its files under that prefix and the scripts find `/v1` relative to their own
+//! URL. An embedder composing its own routes can mount it with [`routes`], in the same
+//! scope as the API.
 //!
 //! | file | what lives there |
 //! |---|---|
@@ -23,6 +26,8 @@
 //! | `assets/api.js` | the key in `sessionStorage`, `fetch` to `/v1` with `X-API-Key`, the envelope |
 //! | `assets/dom.js` | `el()` (elements from `createElement`/`textContent`), time formats, the SVG charts |
 //! | `assets/app.js` | sign-in and hash routing; the webhooks, deliveries, messages and OTP pages |
+
+use std::borrow::Cow;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -93,13 +98,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn index(req: HttpRequest) -> HttpResponse {
-    serve(&req, &INDEX)
+    let body = page(mount_prefix(req.path()));
+    serve(&req, INDEX.content_type, body.into_bytes().into())
 }
 
 async fn asset(req: HttpRequest) -> HttpResponse {
     let name = req.match_info().get("name").unwrap_or_default();
     match ASSETS.iter().find(|a| a.name == name) {
-        Some(asset) => serve(&req, asset),
+        Some(asset) => serve(&req, asset.content_type, Cow::Borrowed(asset.body)),
         None => {
             let mut resp = HttpResponse::NotFound()
                 .content_type("text/plain; charset=utf-8")
@@ -110,9 +116,35 @@ async fn asset(req: HttpRequest) -> HttpResponse {
     }
 }
 
-/// Answers with `asset`, or 304 when the browser already holds this version.
-fn serve(req: &HttpRequest, asset: &Asset) -> HttpResponse {
-    let etag = etag(asset.body);
+/// Where the console is mounted: the part of the page's path before `/console`
+/// (`/otp` when an embedder mounts the API in `web::scope("/otp")`), or `""`.
+/// Anything but a plain path (it goes into HTML attributes) is ignored.
+fn mount_prefix(path: &str) -> &str {
+    let prefix = path
+        .strip_suffix('/')
+        .unwrap_or(path)
+        .strip_suffix(PATH)
+        .unwrap_or("");
+    let plain = prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~%".contains(&b));
+    if plain {
+        prefix
+    } else {
+        ""
+    }
+}
+
+/// The page shell with its asset links under `prefix` (the scripts find the API
+/// from their own URL, so the page works wherever it is mounted).
+fn page(prefix: &str) -> String {
+    let html = String::from_utf8_lossy(INDEX.body);
+    html.replace("\"/console/assets/", &format!("\"{prefix}/console/assets/"))
+}
+
+/// Answers with `body`, or 304 when the browser already holds this version.
+fn serve(req: &HttpRequest, content_type: &'static str, body: Cow<'static, [u8]>) -> HttpResponse {
+    let etag = etag(&body);
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -121,9 +153,7 @@ fn serve(req: &HttpRequest, asset: &Asset) -> HttpResponse {
     let mut resp = if fresh {
         HttpResponse::NotModified().finish()
     } else {
-        HttpResponse::Ok()
-            .content_type(asset.content_type)
-            .body(asset.body)
+        HttpResponse::Ok().content_type(content_type).body(body)
     };
     let headers = resp.headers_mut();
     // The files change with the binary, not with a hashed name: the browser revalidates
@@ -171,5 +201,18 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ASSETS.len());
         assert!(ASSETS.iter().all(|a| !a.body.is_empty()));
+    }
+
+    #[test]
+    fn the_page_links_its_assets_under_the_mount_prefix() {
+        assert_eq!(mount_prefix("/console"), "");
+        assert_eq!(mount_prefix("/console/"), "");
+        assert_eq!(mount_prefix("/otp/console"), "/otp");
+        assert_eq!(mount_prefix("/a/b/console/"), "/a/b");
+        assert_eq!(mount_prefix("/x\"y/console"), "");
+        let html = page("/otp");
+        assert!(html.contains("src=\"/otp/console/assets/app.js\""));
+        assert!(html.contains("href=\"/otp/console/assets/console.css\""));
+        assert!(!html.contains("\"/console/assets/"));
     }
 }

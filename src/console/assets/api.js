@@ -4,6 +4,9 @@
 
 const KEY = "otpd.console.api_key";
 
+/** The /v1 API beside this console: this file is <mount>/console/assets/api.js. */
+const API = new URL("../../v1", import.meta.url).pathname;
+
 /** The signed-in key, or null. */
 export function apiKey() {
   return sessionStorage.getItem(KEY);
@@ -29,7 +32,7 @@ export class ApiError extends Error {
 }
 
 /**
- * `method` `/v1{path}` with the key (or `key` when given); resolves to the envelope's
+ * `method` `<mount>/v1{path}` with the key (or `key` when given); resolves to the envelope's
  * `data` (null for 204) or rejects with an ApiError carrying the API's own message.
  */
 export async function call(method, path, body, key) {
@@ -41,7 +44,7 @@ export async function call(method, path, body, key) {
   }
   let resp;
   try {
-    resp = await fetch("/v1" + path, init);
+    resp = await fetch(API + path, init);
   } catch (e) {
     throw new ApiError(0, "network", "The daemon did not answer: " + e.message);
   }
