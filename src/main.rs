@@ -4,6 +4,10 @@
 //! Logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only
 //! what a script reads: the listening line, created keys, JSON output.
 
+/// mimalloc, chosen over glibc malloc for the hot path (see `BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -10,6 +10,13 @@
 //! Actors are started on demand (a report for a message not in memory rehydrates it
 //! from SQLite) and leave memory the registry's done-grace (`DONE_GRACE_MS`, two
 //! seconds of the runtime clock) after their last update, final or not.
+//!
+//! The sender's first status of a message (the provider's receipt, right after the
+//! queued record was committed) needs no actor: when no actor is live for the
+//! message, [`MessageRouter::apply`] applies it to the committed record it holds,
+//! with the same rule, while the registry holds the key (so a report's actor started
+//! later loads after that write). One actor per sent message, alive for two seconds,
+//! was most of the runtime's actors and memory under load.
 
 use std::sync::Arc;
 
@@ -88,10 +95,6 @@ impl Actor for MessageActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if self.record.is_some() {
-            // Seeded with the committed record by the sender (see `MessageRouter::apply`).
-            return;
-        }
         let snapshot = self.shared.snapshot.clone();
         let id = self.id;
         let load = async move { snapshot.read(move |conn| load_message_any(conn, &id)).await };
@@ -118,42 +121,47 @@ impl Handler<Apply> for MessageActor {
             ctx.stop();
             return Err(Error::NotFound("no such message".into()));
         };
-        if !status_applies(rec.channel, rec.status, update.status) {
-            return Ok((
-                Applied {
-                    applied: false,
-                    status: rec.status,
-                },
-                Outbox::default(),
-                Ticket::done(),
-            ));
-        }
-        let now = self.shared.clock.now();
-        rec.status = update.status;
-        rec.updated_at = now;
-        if rec.provider_message_id.is_none() {
-            rec.provider_message_id = update.provider_message_id;
-        }
-        if let Some(attempts) = update.attempts {
-            rec.attempts = attempts;
-        }
-        if update.status == MessageStatus::Failed {
-            rec.error_code = update.error_code.or_else(|| Some("failed".into()));
-            rec.error_message = update.error_message;
-        }
-        let outbox = status_events(&self.shared.webhooks, rec, now);
-        let mut changes = vec![Change::Message(rec.clone())];
-        changes.extend(outbox.changes());
-        let ticket = self.shared.snapshot.write(changes);
-        Ok((
-            Applied {
-                applied: true,
-                status: rec.status,
-            },
-            outbox,
-            ticket,
-        ))
+        Ok(apply_update(&self.shared, rec, update))
     }
+}
+
+/// Applies `update` to `rec` under the status-rank guard and queues the commit of
+/// the new record with its events. The one place a status is applied: the actor's
+/// handler and the sender's actor-less first status both call it.
+fn apply_update(
+    shared: &MessageContext,
+    rec: &mut MessageRecord,
+    update: StatusUpdate,
+) -> (Applied, Outbox, Ticket) {
+    if !status_applies(rec.channel, rec.status, update.status) {
+        let applied = Applied {
+            applied: false,
+            status: rec.status,
+        };
+        return (applied, Outbox::default(), Ticket::done());
+    }
+    let now = shared.clock.now();
+    rec.status = update.status;
+    rec.updated_at = now;
+    if rec.provider_message_id.is_none() {
+        rec.provider_message_id = update.provider_message_id;
+    }
+    if let Some(attempts) = update.attempts {
+        rec.attempts = attempts;
+    }
+    if update.status == MessageStatus::Failed {
+        rec.error_code = update.error_code.or_else(|| Some("failed".into()));
+        rec.error_message = update.error_message;
+    }
+    let outbox = status_events(&shared.webhooks, rec, now);
+    let mut changes = vec![Change::Message(rec.clone())];
+    changes.extend(outbox.changes());
+    let ticket = shared.snapshot.write(changes);
+    let applied = Applied {
+        applied: true,
+        status: rec.status,
+    };
+    (applied, outbox, ticket)
 }
 
 /// `<channel>.<status>` for the channel webhook and the delivery report, if wanted.
@@ -233,26 +241,48 @@ impl MessageRouter {
         }
     }
 
-    /// Applies `update` to message `id` through its actor; after the commit, the
-    /// events are dispatched and a final message leaves memory.
+    /// Applies `update` to message `id`; after the commit, the events are dispatched.
     ///
     /// `seed` is the message as committed, when the caller knows that no other update
     /// can have been applied and forgotten since (the sender within `SEED_WITHIN`,
     /// 0.9 s of clock time, of the commit: an actor made by a report in that time is
-    /// still registered for its done-grace, and wins over the seed). It saves the actor's load from SQLite.
+    /// still registered for its done-grace, and wins over the seed). With a seed and
+    /// no live actor, the update is applied to the seed right here, with no actor at
+    /// all: [`Registry::without_actor`] holds the key while the write is queued, so an
+    /// actor a report starts later loads after it. That is the common case (the
+    /// provider's receipt of an OTP message) and it costs no actor, no mailbox hop and
+    /// no memory. Otherwise the update goes through the message's actor, which
+    /// serializes it with concurrent reports and leaves memory after the done-grace.
     pub(crate) async fn apply(
         &self,
         id: Uuid,
         update: StatusUpdate,
         mut seed: Option<MessageRecord>,
     ) -> Result<Applied, Error> {
+        if let Some(mut record) = seed.take() {
+            let inline = self.registry.without_actor(&id, || {
+                apply_update(&self.shared, &mut record, update.clone())
+            });
+            // `None`: a report's actor is live; it holds newer state than the seed.
+            if let Some((applied, outbox, ticket)) = inline {
+                let dispatcher = self.shared.dispatcher.clone();
+                ticket
+                    .settle(
+                        self.shared.durability,
+                        move || outbox.deliveries().for_each(|d| dispatcher.dispatch(d)),
+                        || {},
+                    )
+                    .await
+                    .map_err(Error::Storage)?;
+                return Ok(applied);
+            }
+        }
         for _ in 0..3 {
             let shared = self.shared.clone();
-            let seed = seed.take();
             let addr = self.registry.get_or_spawn(&id, |arbiter, _| {
                 MessageActor::start_in_arbiter(arbiter, move |_| MessageActor {
                     id,
-                    record: seed,
+                    record: None,
                     shared,
                 })
             });

@@ -311,7 +311,7 @@ impl OtpRecord {
         message_id: Option<Uuid>,
         callback: Option<CallbackTarget>,
     ) -> &Flake {
-        let flake_id = Uuid::new_v4();
+        let flake_id = crate::secrets::ordered_id(now);
         self.flake = Some(Flake {
             flake_id,
             code_hash: pepper.hash_code(&flake_id, code),

@@ -202,7 +202,10 @@ impl Handler<Issue> for OtpActor {
             .test_code
             .clone()
             .unwrap_or_else(|| generate_code(settings.code_length));
-        let message_id = msg.test_code.is_none().then(Uuid::new_v4);
+        let message_id = msg
+            .test_code
+            .is_none()
+            .then(|| crate::secrets::ordered_id(now));
         let flake = rec.issue(
             now,
             &shared.pepper,

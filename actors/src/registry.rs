@@ -123,6 +123,29 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
         }
     }
 
+    /// Runs `f` when no live actor is registered for `key`, holding the entry's lock
+    /// while it runs, so no actor for `key` can start (and load state) until `f`
+    /// returns; `None`, without running `f`, when a live actor is registered.
+    ///
+    /// A writer that works without an actor (the sender's first status of a message)
+    /// queues its write inside `f`: an actor started later loads after that write.
+    pub(crate) fn without_actor<R>(&self, key: &K, f: impl FnOnce() -> R) -> Option<R> {
+        match self.map.entry(key.clone()) {
+            Entry::Occupied(o) if o.get().addr.connected() => None,
+            Entry::Occupied(o) => {
+                // A dead entry (its actor panicked): drop it, still under the lock.
+                let result = f();
+                o.remove();
+                Some(result)
+            }
+            Entry::Vacant(vacant) => {
+                let result = f();
+                drop(vacant);
+                Some(result)
+            }
+        }
+    }
+
     /// The live actor for `key`, starting one with `spawn` if there is none.
     pub(crate) fn get_or_spawn(
         &self,

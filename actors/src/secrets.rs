@@ -84,6 +84,25 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(bytes)
 }
 
+/// A time-ordered id (UUID version 7) for a record made at `at` (the runtime
+/// clock's time, so a `ManualClock` test gets stable ordering).
+///
+/// Ids that become primary keys of append-heavy tables (messages, flakes, events,
+/// deliveries) are v7 rather than v4: consecutive rows land on the same B-tree leaf
+/// instead of a random one, so a commit dirties (and writes to the WAL) a few pages
+/// rather than one per row. They keep 74 random bits; none of them is a secret (every
+/// lookup is scoped to the caller's app).
+pub fn ordered_id(at: chrono::DateTime<chrono::Utc>) -> Uuid {
+    let secs = u64::try_from(at.timestamp()).unwrap_or(0);
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos());
+    Uuid::new_v7(ts)
+}
+
+/// [`ordered_id`] as 32 lowercase hex digits (the `evt_…` / `dlv_…` id bodies).
+pub fn ordered_hex(at: chrono::DateTime<chrono::Utc>) -> String {
+    ordered_id(at).simple().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +114,25 @@ mod tests {
             assert_eq!(code.len(), usize::from(len));
             assert!(code.bytes().all(|b| b.is_ascii_digit()));
         }
+    }
+
+    #[test]
+    fn ordered_ids_sort_by_time_and_stay_unique() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let later = t0 + chrono::Duration::milliseconds(1);
+        let a = ordered_id(t0);
+        assert_eq!(a.get_version_num(), 7);
+        assert!(ordered_id(later) > a);
+        assert!(ordered_hex(later) > ordered_hex(t0));
+        assert_eq!(ordered_hex(t0).len(), 32);
+        let same_ms: std::collections::HashSet<_> = (0..1000).map(|_| ordered_id(t0)).collect();
+        assert_eq!(
+            same_ms.len(),
+            1000,
+            "74 random bits keep ids of one millisecond apart"
+        );
     }
 
     #[test]

@@ -349,6 +349,110 @@ async fn an_otp_message_has_the_same_lifecycle_and_events() {
 }
 
 #[actix_rt::test]
+async fn the_providers_receipt_needs_no_actor_and_a_later_report_builds_on_it() {
+    let hook = receiver(vec![Reply::Status(200, "")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_loopback(dir.path()).await;
+    webhook(&f, &hook.url, "whatsapp").await;
+    let m = f
+        .runtime
+        .send_message(&f.app, message(Channel::Whatsapp, None))
+        .await
+        .unwrap();
+    wait_message(&f, m.message_id, MessageStatus::Sent).await;
+    assert_eq!(
+        f.runtime.message_actors(),
+        0,
+        "the sender applies the receipt to the committed record without an actor"
+    );
+    let r = f
+        .runtime
+        .report_status(report(m.message_id, MessageStatus::Delivered))
+        .await
+        .unwrap();
+    assert!(
+        r.applied,
+        "the report's actor loaded `sent` and applies `delivered` over it"
+    );
+    let got = hook.wait_for(2).await;
+    let mut events: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap().to_string())
+        .collect();
+    events.sort();
+    assert_eq!(events, ["whatsapp.delivered", "whatsapp.sent"]);
+}
+
+#[actix_rt::test]
+async fn reports_racing_the_providers_receipt_never_regress_a_message() {
+    let hook = receiver(vec![Reply::Status(200, "")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_loopback(dir.path()).await;
+    webhook(&f, &hook.url, "whatsapp").await;
+    const N: usize = 40;
+    let mut ids = Vec::new();
+    let mut reports = Vec::new();
+    for _ in 0..N {
+        let m = f
+            .runtime
+            .send_message(&f.app, message(Channel::Whatsapp, None))
+            .await
+            .unwrap();
+        ids.push(m.message_id);
+        // Right behind the commit, racing the sender's own `sent`.
+        let rt = f.runtime.clone();
+        let id = m.message_id;
+        reports.push(actix_rt::spawn(async move {
+            rt.report_status(report(id, MessageStatus::Delivered))
+                .await
+                .unwrap()
+        }));
+    }
+    for r in reports {
+        assert!(
+            r.await.unwrap().applied,
+            "delivered ranks above queued and sent"
+        );
+    }
+    for id in &ids {
+        wait_message(&f, *id, MessageStatus::Delivered).await;
+    }
+    // Let any late `sent` land: it must be refused, never regress `delivered`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut delivered = 0;
+    for id in &ids {
+        let m = f.runtime.message(&f.app, *id).await.unwrap();
+        assert_eq!(m.status, MessageStatus::Delivered, "{id}");
+        delivered += 1;
+    }
+    assert_eq!(delivered, N);
+    let delivered_events = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "whatsapp.delivered")
+            .count()
+    };
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..200 {
+        events = hook.received().iter().map(|r| r.json()).collect();
+        if delivered_events(&events) >= N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &ids {
+        let of = |name: &str| {
+            events
+                .iter()
+                .filter(|e| e["event"] == name && e["data"]["message_id"] == id.to_string())
+                .count()
+        };
+        assert_eq!(of("whatsapp.delivered"), 1, "{id}");
+        assert!(of("whatsapp.sent") <= 1, "{id}");
+    }
+}
+
+#[actix_rt::test]
 async fn queued_messages_are_sent_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let hanging: Arc<CapturingProvider> = Arc::default();

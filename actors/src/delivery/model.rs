@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::clock::serde_ts;
 use crate::events::Event;
-use crate::secrets::random_hex;
+use crate::secrets::ordered_hex;
 
 /// Which route a delivery travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,7 +139,7 @@ impl Delivery {
         secret: Option<String>,
     ) -> Delivery {
         Delivery {
-            delivery_id: format!("dlv_{}", random_hex(16)),
+            delivery_id: format!("dlv_{}", ordered_hex(event.created_at)),
             app_id: event.app_id,
             event: event.clone(),
             kind,

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::clock::rfc3339;
-use crate::secrets::random_hex;
+use crate::secrets::ordered_hex;
 
 pub(crate) mod outbox;
 
@@ -156,7 +156,7 @@ impl Event {
         created_at: DateTime<Utc>,
         data: Value,
     ) -> Event {
-        let id = format!("evt_{}", random_hex(16));
+        let id = format!("evt_{}", ordered_hex(created_at));
         Self::render(id, event, channel, app_id, created_at, &data)
     }
 
@@ -169,7 +169,7 @@ impl Event {
         body: String,
     ) -> Event {
         Event {
-            id: format!("evt_{}", random_hex(16)),
+            id: format!("evt_{}", ordered_hex(created_at)),
             event: event.to_string(),
             channel,
             app_id,

@@ -89,7 +89,7 @@ impl Runtime {
         };
         let now = self.inner.shared.clock.now();
         let record = MessageRecord {
-            message_id: Uuid::new_v4(),
+            message_id: crate::secrets::ordered_id(now),
             app_id: app.app_id,
             channel: req.channel,
             to: phone.to_string(),
