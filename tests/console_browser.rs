@@ -595,5 +595,14 @@ fn the_console_works_in_headless_chromium() {
     b.click("#sign-out");
     b.wait("#sign-in");
     assert_eq!(b.js(hidden), json!(true), "no navigation after sign-out");
+
+    // A key the API stops accepting mid-session sends the console back to sign-in.
+    b.js(
+        "sessionStorage.setItem('otpd.console.api_key', 'otpd_revoked'); \
+          location.hash = '#/deliveries'; return true;",
+    );
+    let shown = b.wait("#sign-in-status .notice-error");
+    assert!(shown.contains(message), "{shown:?} shows {message:?}");
+    assert_eq!(b.js("return sessionStorage.length;"), json!(0));
     assert_eq!(b.js("return sessionStorage.length;"), json!(0));
 }

@@ -57,6 +57,10 @@ export async function call(method, path, body, key) {
   }
   if (!resp.ok || envelope.success !== true) {
     const err = envelope.error ?? {};
+    // The signed-in key stopped working (revoked): the console asks for one again.
+    if (resp.status === 401 && key === undefined) {
+      window.dispatchEvent(new CustomEvent("otpd:unauthorized", { detail: err.message }));
+    }
     throw new ApiError(resp.status, err.code ?? "error", err.message ?? `HTTP ${resp.status}`);
   }
   return envelope.data;

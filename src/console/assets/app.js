@@ -79,11 +79,11 @@ function route() {
 
 // ----- sign-in ---------------------------------------------------------------
 
-function signIn() {
+function signIn(reason) {
   nav.hidden = true;
   signOutButton.hidden = true;
   const input = el("input", { id: "api-key", type: "password", autocomplete: "off", spellcheck: "false", placeholder: "otpd_…", required: true });
-  const status = el("div", { id: "sign-in-status" });
+  const status = el("div", { id: "sign-in-status" }, reason ? notice("error", reason) : null);
   const form = el("form", { id: "sign-in", class: "card narrow" },
     el("h1", {}, "Sign in"),
     el("p", {}, "Use an app's API key. It is kept in this tab's session storage only, and every call the console makes goes to the public /v1 API with it."),
@@ -105,6 +105,12 @@ function signIn() {
   replace(main, form);
   input.focus();
 }
+
+window.addEventListener("otpd:unauthorized", (ev) => {
+  if (!apiKey()) return;
+  forget();
+  signIn(`The API refused the key: ${ev.detail ?? "unauthorized"}. Sign in again.`);
+});
 
 signOutButton.addEventListener("click", () => {
   forget();
