@@ -26,6 +26,7 @@
 //! | `assets/api.js` | the key in `sessionStorage`, `fetch` to `/v1` with `X-API-Key`, the envelope |
 //! | `assets/dom.js` | `el()` (elements from `createElement`/`textContent`), time formats, the SVG charts |
 //! | `assets/app.js` | sign-in and hash routing; the webhooks, deliveries, messages and OTP pages |
+//! | `assets/favicon.svg` | the tab icon |
 
 use std::borrow::Cow;
 
