@@ -499,6 +499,50 @@ fn the_console_works_in_headless_chromium() {
         got[2].header("x-otpd-event-id")
     );
 
+    // ----- cursor paging: one delivery a page, newest first ----------------------
+    b.route("#/deliveries?limit=1");
+    b.wait(&format!("#delivery-table tr[data-id=\"{failed_id}\"]"));
+    assert_eq!(b.count("#delivery-table tbody tr"), 1);
+    b.click("#next-page");
+    b.wait(&row);
+    assert_eq!(b.count("#delivery-table tbody tr"), 1);
+    b.click("#first-page");
+    b.wait(&format!("#delivery-table tr[data-id=\"{failed_id}\"]"));
+
+    // ----- show and rotate the secret ----------------------------------------------
+    b.route("#/webhooks");
+    let (_, secret) = api(&daemon, "GET", &format!("/v1/webhooks/{id}/secret"), None);
+    let secret = secret["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    b.click(&format!("{card} button.show-secret"));
+    b.wait_text(&format!("{card} .out code.secret"), |t| t == secret);
+    b.click(&format!("{card} button.rotate-secret"));
+    let rotated = b.wait_text(&format!("{card} .out"), |t| t.contains("New secret"));
+    let (_, now) = api(&daemon, "GET", &format!("/v1/webhooks/{id}/secret"), None);
+    let now = now["data"]["secret"].as_str().expect("secret").to_string();
+    assert_ne!(now, secret);
+    assert!(rotated.contains(&now) && rotated.contains("previous one keeps signing"));
+
+    // ----- delete takes a second, confirming click --------------------------------
+    b.type_into("#new-url", &format!("{}/sms", rx.url));
+    b.select("#new-service-type", "sms");
+    b.click("#create-button");
+    b.wait_text("#create-status .notice-ok", |t| t.contains("whsec_"));
+    let sms_card = "article.webhook:nth-of-type(2)";
+    b.wait_text(&format!("{sms_card} .url"), |t| t.ends_with("/sms"));
+    b.click(&format!("{sms_card} button.delete"));
+    b.wait_text(&format!("{sms_card} button.delete"), |t| {
+        t == "Confirm delete"
+    });
+    let (_, listed) = api(&daemon, "GET", "/v1/webhooks", None);
+    assert_eq!(listed["data"]["items"].as_array().map(Vec::len), Some(2));
+    b.click(&format!("{sms_card} button.delete"));
+    b.wait_text("#webhook-list", |_| b.count("article.webhook") == 1);
+    let (_, listed) = api(&daemon, "GET", "/v1/webhooks", None);
+    assert_eq!(listed["data"]["items"].as_array().map(Vec::len), Some(1));
+
     // ----- edit the webhook: URL and events -------------------------------------
     b.route("#/webhooks");
     b.click(&format!("{card} button.edit"));

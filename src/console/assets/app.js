@@ -315,6 +315,7 @@ async function deliveriesPage(query) {
     if (kindSel.value) q.set("kind", kindSel.value);
     if (statusSel.value) q.set("status", statusSel.value);
     if (webhook) q.set("webhook", webhook);
+    if (query.get("limit")) q.set("limit", query.get("limit"));
     location.hash = `#/deliveries?${q}`;
   });
   if (webhook) kindSel.disabled = true;
@@ -329,7 +330,7 @@ async function deliveriesPage(query) {
   if (!webhook && kind) q.set("kind", kind);
   if (status) q.set("status", status);
   if (cursor) q.set("cursor", cursor);
-  q.set("limit", "50");
+  q.set("limit", /^\d{1,3}$/.test(query.get("limit") ?? "") ? query.get("limit") : "50");
   const path = webhook ? `/webhooks/${seg(webhook)}/deliveries?${q}` : `/deliveries?${q}`;
   try {
     const page = await call("GET", path);
