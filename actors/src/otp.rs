@@ -102,8 +102,9 @@ pub struct Flake {
     pub delivery_method: Channel,
     /// The message carrying the code (`None` for test numbers).
     pub message_id: Option<Uuid>,
-    /// Callback association.
-    pub callback: Option<CallbackTarget>,
+    /// Callback association (boxed: most flakes have none, and a live flake's size
+    /// is the runtime's memory per phone).
+    pub callback: Option<Box<CallbackTarget>>,
     /// Issued.
     pub created_at: DateTime<Utc>,
     /// Expires.
@@ -320,7 +321,7 @@ impl OtpRecord {
             max_attempts,
             delivery_method,
             message_id,
-            callback,
+            callback: callback.map(Box::new),
             created_at: now,
             expires_at: now + Duration::minutes(i64::from(minutes)),
             finished_at: None,

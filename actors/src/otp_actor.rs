@@ -180,14 +180,18 @@ impl Handler<Issue> for OtpActor {
                 .map_err(|r| Error::RateLimited {
                     retry_after_secs: r.0,
                 })?;
+            // Most phones send once an hour or less: no room for four to start with.
+            if rec.sends.capacity() == 0 {
+                rec.sends.reserve_exact(1);
+            }
             rec.sends.push_back(to_millis(now));
         }
         let callback = match (msg.kind, msg.callback) {
             (_, CallbackChange::Set(target)) => Some(target),
             (IssueKind::Request, CallbackChange::Unchanged) => None,
-            (IssueKind::Resend, CallbackChange::Unchanged) => {
-                previous.as_ref().and_then(|f| f.callback.clone())
-            }
+            (IssueKind::Resend, CallbackChange::Unchanged) => previous
+                .as_ref()
+                .and_then(|f| f.callback.as_deref().cloned()),
         };
         let channel = msg
             .delivery_method
@@ -317,7 +321,10 @@ impl Handler<Verify> for OtpActor {
                 "no OTP for this phone number and app".into(),
             ));
         };
-        let association = rec.flake.as_ref().and_then(|f| f.callback.clone());
+        let association = rec
+            .flake
+            .as_ref()
+            .and_then(|f| f.callback.as_deref().cloned());
         let target = match msg.callback_override {
             Some((url, secret)) => Some(CallbackTarget {
                 url,

@@ -2,6 +2,7 @@
 //! digits without the `+` (SPEC section 3).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,9 +10,12 @@ use serde::{Deserialize, Serialize};
 const MAX_INPUT_LEN: usize = 64;
 
 /// A valid phone number in canonical form: E.164 digits without `+` (`"255712345678"`).
+///
+/// Shared, not copied, on clone: an (app, phone) key lives in its actor, its record
+/// and the registry, and with 100,000 live flakes each copy was an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Phone(String);
+pub struct Phone(Arc<str>);
 
 /// Why a phone number was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,12 +62,12 @@ impl Phone {
             return Err(PhoneError::Invalid);
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-        Ok(Phone(e164.trim_start_matches('+').to_string()))
+        Ok(Phone(e164.trim_start_matches('+').into()))
     }
 
     /// Wraps an already-canonical number read back from storage.
     pub fn from_canonical(digits: String) -> Phone {
-        Phone(digits)
+        Phone(digits.into())
     }
 
     /// The canonical digits.

@@ -85,9 +85,11 @@ pub fn load_otp(conn: &Connection, key: &OtpKey) -> Result<OtpRecord, StorageErr
                 .parse::<Channel>()
                 .map_err(StorageError::Corrupt)?,
             message_id: message_id.as_deref().map(parse_uuid).transpose()?,
-            callback: cb_url.map(|url| CallbackTarget {
-                url,
-                secret: cb_secret,
+            callback: cb_url.map(|url| {
+                Box::new(CallbackTarget {
+                    url,
+                    secret: cb_secret,
+                })
             }),
             created_at: from_millis(created.unwrap_or(0)),
             expires_at: from_millis(expires.unwrap_or(0)),

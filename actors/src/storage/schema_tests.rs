@@ -435,6 +435,35 @@ async fn a_version_3_database_from_before_versioned_migrations_opens_unchanged()
     assert_new_writes_work(&path).await;
 }
 
+fn page_size(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_database_gets_small_pages_and_an_old_one_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("new.sqlite3");
+    assert_eq!(
+        page_size(&open(&fresh).unwrap()),
+        storage::NEW_FILE_PAGE_SIZE
+    );
+    assert_new_writes_work(&fresh).await;
+
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = old_database(old_dir.path(), V3, &[v1_rows(), v2_rows(), v3_rows()]);
+    assert_eq!(page_size(&Connection::open(&old).unwrap()), 4096);
+    let conn = open(&old).unwrap();
+    assert_eq!(
+        page_size(&conn),
+        4096,
+        "an existing file is never rewritten"
+    );
+    assert_v3_rows_load(&conn);
+    drop(conn);
+    assert_new_writes_work(&old).await;
+}
+
 #[tokio::test]
 async fn a_version_3_database_left_without_its_report_columns_is_finished() {
     // The unversioned code set user_version = 3 before adding the columns.

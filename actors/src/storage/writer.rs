@@ -5,13 +5,16 @@
 //! transaction (see the module doc of [`storage`](super) for the savepoint and
 //! segment rules) and answers every sender after the commit.
 
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Params, Statement};
 use tokio::sync::oneshot;
 
 use super::checkpoint::{bound_wal, Checkpointer};
@@ -57,8 +60,8 @@ pub(super) fn spawn(
         Durability::Commit => config.max_batch,
         Durability::Async => config.max_batch.min(ASYNC_MAX_BATCH),
     };
-    let writer = Writer {
-        conn,
+    let parts = Writer {
+        sql: (),
         rx,
         stats,
         durability: config.durability,
@@ -71,7 +74,35 @@ pub(super) fn spawn(
     };
     let handle = std::thread::Builder::new()
         .name("otpd-snapshot".into())
-        .spawn(move || writer.run())
+        .spawn(move || {
+            // The statements borrow the connection, so both live on this thread's stack.
+            let conn = conn;
+            let Writer {
+                rx,
+                stats,
+                durability,
+                flush_interval,
+                max_batch,
+                wal_frames,
+                checkpointer,
+                segment,
+                clock,
+                ..
+            } = parts;
+            Writer {
+                sql: Sql::new(&conn),
+                rx,
+                stats,
+                durability,
+                flush_interval,
+                max_batch,
+                wal_frames,
+                checkpointer,
+                segment,
+                clock,
+            }
+            .run()
+        })
         .map_err(|e| StorageError::Io(e.to_string()))?;
     Ok((tx, handle))
 }
@@ -89,9 +120,45 @@ pub(super) fn tune_writer(conn: &Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The writer's connection with its statements prepared once.
+///
+/// rusqlite's `prepare_cached` looks a statement up by hashing and comparing its
+/// whole SQL text (several hundred bytes for the upserts) on every call, which was
+/// about a tenth of the writer's time. Every statement the writer runs is a string
+/// literal, so here it is found by the literal's address and length instead.
+pub(super) struct Sql<'c> {
+    conn: &'c Connection,
+    prepared: RefCell<HashMap<(usize, usize), Statement<'c>>>,
+}
+
+impl<'c> Sql<'c> {
+    fn new(conn: &'c Connection) -> Sql<'c> {
+        Sql {
+            conn,
+            prepared: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Runs the statement `sql` (prepared on first use) with `params`.
+    fn run(&self, sql: &'static str, params: impl Params) -> Result<usize, StorageError> {
+        let mut prepared = self.prepared.borrow_mut();
+        let stmt = match prepared.entry((sql.as_ptr() as usize, sql.len())) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(self.conn.prepare(sql)?),
+        };
+        Ok(stmt.execute(params)?)
+    }
+
+    /// Runs one statement with no parameters (savepoint and transaction control).
+    fn exec(&self, sql: &'static str) -> Result<(), StorageError> {
+        self.run(sql, []).map(|_| ())
+    }
+}
+
 /// The writer thread's state: its connection, its queue, and the open segment.
-struct Writer {
-    conn: Connection,
+/// `S` is `()` while it is handed to the thread, [`Sql`] on it.
+struct Writer<S> {
+    sql: S,
     rx: mpsc::Receiver<Op>,
     stats: Arc<SnapshotStats>,
     durability: Durability,
@@ -122,22 +189,22 @@ pub(super) fn exec(conn: &Connection, sql: &str) -> Result<(), StorageError> {
 
 /// Applies `changes` inside their own savepoint `w`: all or nothing.
 fn apply_in_savepoint(
-    conn: &Connection,
+    sql: &Sql<'_>,
     changes: &[Change],
     now: DateTime<Utc>,
 ) -> Result<(), StorageError> {
-    exec(conn, "SAVEPOINT w")?;
-    match changes.iter().try_for_each(|c| apply(conn, c, now)) {
-        Ok(()) => exec(conn, "RELEASE w"),
+    sql.exec("SAVEPOINT w")?;
+    match changes.iter().try_for_each(|c| apply(sql, c, now)) {
+        Ok(()) => sql.exec("RELEASE w"),
         Err(e) => {
-            exec(conn, "ROLLBACK TO w")?;
-            exec(conn, "RELEASE w")?;
+            sql.exec("ROLLBACK TO w")?;
+            sql.exec("RELEASE w")?;
             Err(e)
         }
     }
 }
 
-impl Writer {
+impl Writer<Sql<'_>> {
     fn run(mut self) {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
         loop {
@@ -170,10 +237,13 @@ impl Writer {
             }
             if self.process(&mut batch) {
                 self.stop_checkpointer();
-                let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+                let _ = self
+                    .sql
+                    .conn
+                    .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
                 return;
             }
-            bound_wal(&self.conn, &self.wal_frames, &self.stats);
+            bound_wal(self.sql.conn, &self.wal_frames, &self.stats);
         }
     }
 
@@ -191,17 +261,17 @@ impl Writer {
         let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
         let count = batch.len() as u64;
         let outcome = (|| -> Result<(), StorageError> {
-            exec(&self.conn, "BEGIN")?;
+            self.sql.exec("BEGIN")?;
             for op in batch.drain(..) {
                 match op {
                     Op::Write(changes, reply) => {
                         if changes.iter().any(may_conflict) {
                             self.open_segment()?;
-                            match apply_in_savepoint(&self.conn, &changes, now) {
+                            match apply_in_savepoint(&self.sql, &changes, now) {
                                 // Kept in the segment: a later failure replays it too.
                                 Ok(()) => self.segment.push((changes, reply)),
                                 Err(e) => {
-                                    if self.conn.is_autocommit() {
+                                    if self.sql.conn.is_autocommit() {
                                         // SQLite rolled the whole transaction back.
                                         return Err(e);
                                     }
@@ -213,7 +283,7 @@ impl Writer {
                             }
                         } else {
                             self.open_segment()?;
-                            let result = changes.iter().try_for_each(|c| apply(&self.conn, c, now));
+                            let result = changes.iter().try_for_each(|c| apply(&self.sql, c, now));
                             self.segment.push((changes, reply));
                             if let Err(e) = result {
                                 self.replay_segment(&mut replies, e)?;
@@ -223,13 +293,13 @@ impl Writer {
                     Op::Read(f) => {
                         // The read may observe every write before it: release them first.
                         self.release_segment(&mut replies)?;
-                        f(&self.conn)
+                        f(self.sql.conn)
                     }
                     Op::Shutdown(done) => shutdown.push(done),
                 }
             }
             self.release_segment(&mut replies)?;
-            exec(&self.conn, "COMMIT")?;
+            self.sql.exec("COMMIT")?;
             Ok(())
         })();
         let micros = started.elapsed().as_micros() as u64;
@@ -254,8 +324,8 @@ impl Writer {
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "group commit failed");
-                if !self.conn.is_autocommit() {
-                    let _ = exec(&self.conn, "ROLLBACK");
+                if !self.sql.conn.is_autocommit() {
+                    let _ = self.sql.exec("ROLLBACK");
                 }
                 for (reply, _) in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -272,7 +342,7 @@ impl Writer {
     /// Opens the segment savepoint `seg` unless one is open.
     fn open_segment(&mut self) -> Result<(), StorageError> {
         if self.segment.is_empty() {
-            exec(&self.conn, "SAVEPOINT seg")?;
+            self.sql.exec("SAVEPOINT seg")?;
         }
         Ok(())
     }
@@ -285,7 +355,7 @@ impl Writer {
         if self.segment.is_empty() {
             return Ok(());
         }
-        exec(&self.conn, "RELEASE seg")?;
+        self.sql.exec("RELEASE seg")?;
         for (_, reply) in self.segment.drain(..) {
             if let Some(reply) = reply {
                 replies.push((reply, Ok(())));
@@ -305,15 +375,15 @@ impl Writer {
     ) -> Result<(), StorageError> {
         self.stats.replays.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %cause, writes = self.segment.len(), "a storage write failed; replaying its segment one write at a time");
-        if self.conn.is_autocommit() {
+        if self.sql.conn.is_autocommit() {
             return Err(cause);
         }
-        exec(&self.conn, "ROLLBACK TO seg")?;
-        exec(&self.conn, "RELEASE seg")?;
+        self.sql.exec("ROLLBACK TO seg")?;
+        self.sql.exec("RELEASE seg")?;
         let now = self.clock.now();
         for (changes, reply) in std::mem::take(&mut self.segment) {
-            let result = apply_in_savepoint(&self.conn, &changes, now);
-            if self.conn.is_autocommit() {
+            let result = apply_in_savepoint(&self.sql, &changes, now);
+            if self.sql.conn.is_autocommit() {
                 // The transaction is gone: nothing in this batch can commit.
                 if let Some(reply) = reply {
                     replies.push((reply, Err(cause.clone())));
@@ -332,7 +402,7 @@ impl Writer {
 }
 
 /// Applies one change; `now` is the `updated_at` of rows whose change carries none.
-fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), StorageError> {
+fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), StorageError> {
     match change {
         Change::Otp(rec) => {
             let sends = rec
@@ -342,7 +412,7 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
                 .collect::<Vec<_>>()
                 .join(",");
             let f = rec.flake.as_ref();
-            let mut stmt = conn.prepare_cached(
+            sql.run(
                 "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
                  max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
                  expires_at, finished_at, sends, updated_at)
@@ -353,9 +423,7 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
                  message_id = excluded.message_id, callback_url = excluded.callback_url,
                  callback_secret = excluded.callback_secret, created_at = excluded.created_at,
                  expires_at = excluded.expires_at, finished_at = excluded.finished_at,
-                 sends = excluded.sends, updated_at = excluded.updated_at",
-            )?;
-            stmt.execute(params![
+                 sends = excluded.sends, updated_at = excluded.updated_at", params![
                 uuid_text(&rec.key.app_id),
                 rec.key.phone.as_str(),
                 f.map(|f| uuid_text(&f.flake_id)),
@@ -375,7 +443,7 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
             ])?;
         }
         Change::Message(m) => {
-            let mut stmt = conn.prepare_cached(
+            sql.run(
                 "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
                  status, error_code, error_message, provider_message_id, attempts, created_at, updated_at,
                  report_url, report_type, report_secret)
@@ -383,9 +451,7 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
                  ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,
                  error_code = excluded.error_code, error_message = excluded.error_message,
                  provider_message_id = excluded.provider_message_id, attempts = excluded.attempts,
-                 body = excluded.body, updated_at = excluded.updated_at",
-            )?;
-            stmt.execute(params![
+                 body = excluded.body, updated_at = excluded.updated_at", params![
                 uuid_text(&m.message_id),
                 uuid_text(&m.app_id),
                 m.channel.as_str(),
@@ -411,20 +477,20 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
         Change::App(app) => {
             let settings = serde_json::to_string(&app.settings)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            let mut stmt = conn.prepare_cached(
+            sql.run(
                 "INSERT INTO apps (app_id, app_key, name, settings, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(app_id) DO UPDATE SET app_key = excluded.app_key, name = excluded.name,
                  settings = excluded.settings, updated_at = excluded.updated_at",
+                params![
+                    uuid_text(&app.app_id),
+                    app.app_key,
+                    app.name,
+                    settings,
+                    to_millis(app.created_at),
+                    to_millis(now),
+                ],
             )?;
-            stmt.execute(params![
-                uuid_text(&app.app_id),
-                app.app_key,
-                app.name,
-                settings,
-                to_millis(app.created_at),
-                to_millis(now),
-            ])?;
         }
         Change::ApiKey {
             key_id,
@@ -432,22 +498,20 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
             key_hash,
             created_at,
         } => {
-            conn.prepare_cached(
+            sql.run(
                 "INSERT INTO api_keys (key_id, app_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key_hash) DO NOTHING",
-            )?
-            .execute(params![uuid_text(key_id), uuid_text(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
+                 ON CONFLICT(key_hash) DO NOTHING", params![uuid_text(key_id), uuid_text(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
         }
         Change::DeleteApiKey { app_id, key_id } => {
-            conn.prepare_cached("DELETE FROM api_keys WHERE app_id = ?1 AND key_id = ?2")?
-                .execute(params![uuid_text(app_id), uuid_text(key_id)])?;
+            sql.run(
+                "DELETE FROM api_keys WHERE app_id = ?1 AND key_id = ?2",
+                params![uuid_text(app_id), uuid_text(key_id)],
+            )?;
         }
         Change::Idempotency(r) => {
-            conn.prepare_cached(
+            sql.run(
                 "INSERT OR REPLACE INTO idempotency (app_id, key, request_hash, status, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![
                 uuid_text(&r.app_id),
                 r.key,
                 r.request_hash.to_vec(),
@@ -457,34 +521,36 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
             ])?;
         }
         Change::PurgeIdempotency(before) => {
-            conn.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
-                .execute(params![to_millis(*before)])?;
+            sql.run(
+                "DELETE FROM idempotency WHERE created_at < ?1",
+                params![to_millis(*before)],
+            )?;
         }
         Change::Meta(key, value) => {
-            conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
-                .execute(params![key, value])?;
+            sql.run(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
         }
         Change::Outbox(event, deliveries) => {
-            conn.prepare_cached(
+            sql.run(
                 "INSERT OR IGNORE INTO events (event_id, app_id, event, channel, body, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                event.id,
-                uuid_text(&event.app_id),
-                event.event,
-                event.channel.as_str(),
-                &*event.body,
-                to_millis(event.created_at)
-            ])?;
+                params![
+                    event.id,
+                    uuid_text(&event.app_id),
+                    event.event,
+                    event.channel.as_str(),
+                    &*event.body,
+                    to_millis(event.created_at)
+                ],
+            )?;
             for d in deliveries {
-                conn.prepare_cached(
+                sql.run(
                     "INSERT INTO deliveries (delivery_id, app_id, event_id, kind, webhook_id, url, secret,
                      report_secret, status, attempts, series_start, last_status_code, last_error,
                      next_attempt_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )?
-                .execute(params![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)", params![
                     d.delivery_id,
                     uuid_text(&d.app_id),
                     d.event.id,
@@ -505,11 +571,9 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
             }
         }
         Change::DeliveryState(d) => {
-            conn.prepare_cached(
+            sql.run(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, series_start = ?4, last_status_code = ?5,
-                 last_error = ?6, next_attempt_at = ?7, updated_at = ?8 WHERE delivery_id = ?1",
-            )?
-            .execute(params![
+                 last_error = ?6, next_attempt_at = ?7, updated_at = ?8 WHERE delivery_id = ?1", params![
                 d.delivery_id,
                 d.status.as_str(),
                 d.attempts,
@@ -521,25 +585,21 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
             ])?;
         }
         Change::Attempt(a) => {
-            conn.prepare_cached(
+            sql.run(
                 "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![a.delivery_id, a.attempt, to_millis(a.at), a.status_code, a.error, a.duration_ms])?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![a.delivery_id, a.attempt, to_millis(a.at), a.status_code, a.error, a.duration_ms])?;
         }
         Change::Webhook(w) => {
             let events = serde_json::to_string(&w.events)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            conn.prepare_cached(
+            sql.run(
                 "INSERT INTO webhooks (webhook_id, app_id, service_type, url, events, status, description, secret,
                  previous_secret, previous_secret_until, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT(webhook_id) DO UPDATE SET url = excluded.url, events = excluded.events,
                  status = excluded.status, description = excluded.description, secret = excluded.secret,
                  previous_secret = excluded.previous_secret, previous_secret_until = excluded.previous_secret_until,
-                 updated_at = excluded.updated_at",
-            )?
-            .execute(params![
+                 updated_at = excluded.updated_at", params![
                 w.id,
                 uuid_text(&w.app_id),
                 w.service_type.as_str(),
@@ -555,8 +615,7 @@ fn apply(conn: &Connection, change: &Change, now: DateTime<Utc>) -> Result<(), S
             ])?;
         }
         Change::DeleteWebhook(id) => {
-            conn.prepare_cached("DELETE FROM webhooks WHERE webhook_id = ?1")?
-                .execute(params![id])?;
+            sql.run("DELETE FROM webhooks WHERE webhook_id = ?1", params![id])?;
         }
     }
     Ok(())
