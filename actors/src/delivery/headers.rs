@@ -108,3 +108,67 @@ pub(crate) fn request_headers(
     }
     headers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::DeliveryKind;
+    use crate::events::{Event, ServiceType};
+    use chrono::{TimeZone, Utc};
+
+    fn delivery(report_secret: bool) -> Delivery {
+        let at = Utc
+            .with_ymd_and_hms(2026, 6, 7, 12, 0, 0)
+            .single()
+            .expect("a time");
+        let event = Event::new(
+            "otp.test",
+            ServiceType::Otp,
+            uuid::Uuid::nil(),
+            at,
+            serde_json::json!({"test": true}),
+        );
+        let mut d = Delivery::new(
+            &event,
+            DeliveryKind::Report,
+            "https://example.com/r".into(),
+            None,
+            Some("s3cret".into()),
+        );
+        d.report_secret = report_secret;
+        d
+    }
+
+    fn names(headers: &[(String, String)]) -> Vec<&str> {
+        headers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn the_delivery_log_lists_the_names_an_attempt_sends_without_secrets() {
+        let config = DeliveryConfig::default();
+        let secrets = ["s3cret".to_string(), "old".to_string()];
+        for (report_secret, signing) in [(false, 0), (false, 1), (false, 2), (true, 1)] {
+            let d = delivery(report_secret);
+            let sent = request_headers(
+                &config,
+                &d,
+                Stamp::Attempt {
+                    number: 3,
+                    unix_ts: 1_780_833_600,
+                    secrets: &secrets[..signing],
+                },
+            );
+            let shown = request_headers(&config, &d, Stamp::Described { secrets: signing });
+            assert_eq!(names(&sent), names(&shown));
+            assert!(shown.iter().all(|(_, v)| !v.contains("s3cret")));
+            for ((name, sent), (_, shown)) in sent.iter().zip(&shown) {
+                if shown != sent {
+                    assert!(
+                        shown == PER_ATTEMPT || shown == SECRET_NOT_SHOWN,
+                        "{name}: {shown}"
+                    );
+                }
+            }
+        }
+    }
+}
