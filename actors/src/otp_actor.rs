@@ -51,6 +51,9 @@ pub struct OtpActor {
     key: OtpKey,
     /// `None` until loaded (or when the load failed).
     record: Option<OtpRecord>,
+    /// Whether the record's row is known to exist (loaded, or written since): the
+    /// next snapshot is then an `UPDATE` rather than an upsert.
+    stored: bool,
     shared: Arc<OtpContext>,
 }
 
@@ -60,6 +63,7 @@ impl OtpActor {
         OtpActor {
             key,
             record: None,
+            stored: false,
             shared,
         }
     }
@@ -77,9 +81,16 @@ impl OtpActor {
             .ok_or_else(|| Error::Unavailable("state not loaded".into()))
     }
 
-    fn persist(&self, mut changes: Vec<Change>) -> Ticket {
+    fn persist(&mut self, mut changes: Vec<Change>) -> Ticket {
         if let Some(rec) = &self.record {
-            changes.insert(0, Change::Otp(rec.clone()));
+            let change = if self.stored {
+                Change::OtpUpdate(rec.clone())
+            } else {
+                Change::Otp(rec.clone())
+            };
+            changes.insert(0, change);
+            // If this commit fails the actor reloads, and sets `stored` from the row.
+            self.stored = true;
         }
         self.shared.snapshot.write(changes)
     }
@@ -99,7 +110,12 @@ impl Actor for OtpActor {
         let key = self.key.clone();
         let load = async move { snapshot.read(move |conn| load_otp(conn, &key)).await };
         ctx.wait(load.into_actor(self).map(|result, act, _| match result {
-            Ok(record) => act.record = Some(record),
+            Ok(record) => {
+                // Every snapshot written carries its flake: a record without one was
+                // never stored.
+                act.stored = record.flake.is_some();
+                act.record = Some(record);
+            }
             Err(e) => {
                 tracing::error!(error = %e, app_id = %act.key.app_id, "loading OTP state failed");
                 act.record = None;

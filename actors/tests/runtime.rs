@@ -95,15 +95,20 @@ async fn supervisor_restarts_a_faulted_actor_from_its_snapshot_on_the_same_addre
 
     // An internal fault: storage refuses the next snapshot of this actor.
     let side = rusqlite::Connection::open(&f.db).unwrap();
-    side.execute_batch("CREATE TRIGGER fault BEFORE INSERT ON otp_state BEGIN SELECT RAISE(ABORT, 'injected fault'); END;")
-        .unwrap();
+    // (An actor that has seen its row writes an UPDATE; the upsert is an INSERT.)
+    side.execute_batch(
+        "CREATE TRIGGER fault BEFORE INSERT ON otp_state BEGIN SELECT RAISE(ABORT, 'injected fault'); END;
+         CREATE TRIGGER fault_update BEFORE UPDATE ON otp_state BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+    )
+    .unwrap();
     let err = f
         .runtime
         .verify(&f.app, verify(PHONE, "999999y"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Storage(_)), "{err:?}");
-    side.execute_batch("DROP TRIGGER fault;").unwrap();
+    side.execute_batch("DROP TRIGGER fault; DROP TRIGGER fault_update;")
+        .unwrap();
 
     // The in-memory attempt that failed to commit is gone: the actor reloaded the
     // snapshot (1 attempt), under the same supervised mailbox.

@@ -8,12 +8,16 @@
 //! fsync.
 //!
 //! One bad write fails alone in its batch. Writes that can break a constraint
-//! ([`Change::App`], [`Change::ApiKey`], [`Change::Webhook`], [`Change::Outbox`]) run
-//! in their own savepoint. The others are upserts and updates that cannot conflict,
-//! so they run without one; instead each run of writes between two reads shares one
-//! *segment* savepoint. If a write without its own savepoint still fails (disk full,
-//! I/O error), the segment is rolled back and replayed one write at a time, each in
-//! its own savepoint, so the failure stays with the write that caused it. Reads close
+//! ([`Change::App`], [`Change::ApiKey`], [`Change::Webhook`]) run in their own
+//! savepoint. The others are upserts, updates and inserts of fresh ids that cannot
+//! conflict. The run of them at the head of a batch (up to its first read or
+//! conflict-prone write; under load usually the whole batch) is applied with no
+//! savepoint at all: if one fails, the whole transaction is rolled back and the
+//! batch replayed by the careful path below, since nothing has read those writes yet.
+//! In the careful path each run of writes between two reads shares one *segment*
+//! savepoint. If a write without its own savepoint still fails (disk full, I/O
+//! error), the segment is rolled back and replayed one write at a time, each in its
+//! own savepoint, so the failure stays with the write that caused it. Reads close
 //! the segment first, so a read never observes a write that might be undone later.
 //!
 //! Checkpoints are off the writer's path: the writer runs with
@@ -167,6 +171,9 @@ pub struct IdempotencyRecord {
 pub enum Change {
     /// Upsert an OTP actor's snapshot.
     Otp(OtpRecord),
+    /// The same, from an actor that has seen its row: an `UPDATE` (falling back to
+    /// the upsert if the row is gone).
+    OtpUpdate(OtpRecord),
     /// Upsert a message.
     Message(MessageRecord),
     /// Upsert an app (insert fails on a duplicate `app_key`).
@@ -456,7 +463,7 @@ impl Snapshot {
 /// Every cycle updates `otp_state` rows at random (app, phone) keys, so each update
 /// dirties its own page, and every dirty page is written whole to the WAL at the
 /// commit. Half-size pages halve those bytes; below 2 KiB the deeper B-trees cost
-/// more than they save (BENCHMARKS.md, "Page size": 1 KiB was 30 % slower).
+/// more than they save (BENCHMARKS.md, "What each change moved": 1 KiB was slower still).
 pub const NEW_FILE_PAGE_SIZE: i64 = 2048;
 
 /// Opens a connection with otpd's pragmas and schema: a new database gets every

@@ -22,6 +22,7 @@ use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
 use crate::clock::{to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
 use crate::message::Purpose;
+use crate::otp::OtpRecord;
 
 /// `journal_size_limit`: the WAL file is truncated to this after a restart.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -60,35 +61,13 @@ pub(super) fn spawn(
         Durability::Commit => config.max_batch,
         Durability::Async => config.max_batch.min(ASYNC_MAX_BATCH),
     };
-    let parts = Writer {
-        sql: (),
-        rx,
-        stats,
-        durability: config.durability,
-        flush_interval: Duration::from_millis(config.flush_interval_ms),
-        max_batch,
-        wal_frames,
-        checkpointer: Some(checkpointer),
-        segment: Vec::new(),
-        clock,
-    };
+    let durability = config.durability;
+    let flush_interval = Duration::from_millis(config.flush_interval_ms);
     let handle = std::thread::Builder::new()
         .name("otpd-snapshot".into())
         .spawn(move || {
             // The statements borrow the connection, so both live on this thread's stack.
             let conn = conn;
-            let Writer {
-                rx,
-                stats,
-                durability,
-                flush_interval,
-                max_batch,
-                wal_frames,
-                checkpointer,
-                segment,
-                clock,
-                ..
-            } = parts;
             Writer {
                 sql: Sql::new(&conn),
                 rx,
@@ -97,8 +76,8 @@ pub(super) fn spawn(
                 flush_interval,
                 max_batch,
                 wal_frames,
-                checkpointer,
-                segment,
+                checkpointer: Some(checkpointer),
+                segment: Vec::new(),
                 clock,
             }
             .run()
@@ -156,9 +135,8 @@ impl<'c> Sql<'c> {
 }
 
 /// The writer thread's state: its connection, its queue, and the open segment.
-/// `S` is `()` while it is handed to the thread, [`Sql`] on it.
-struct Writer<S> {
-    sql: S,
+struct Writer<'c> {
+    sql: Sql<'c>,
     rx: mpsc::Receiver<Op>,
     stats: Arc<SnapshotStats>,
     durability: Durability,
@@ -174,10 +152,14 @@ struct Writer<S> {
 }
 
 /// Whether a change can break a constraint, and so needs its own savepoint.
+///
+/// An outbox row cannot: its event and delivery ids are fresh (time-ordered with 74
+/// random bits) and the event insert is `OR IGNORE`. If one ever failed, it would
+/// fail like any other write and be replayed alone.
 fn may_conflict(change: &Change) -> bool {
     matches!(
         change,
-        Change::App(_) | Change::ApiKey { .. } | Change::Webhook(_) | Change::Outbox(..)
+        Change::App(_) | Change::ApiKey { .. } | Change::Webhook(_)
     )
 }
 
@@ -204,7 +186,7 @@ fn apply_in_savepoint(
     }
 }
 
-impl Writer<Sql<'_>> {
+impl Writer<'_> {
     fn run(mut self) {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
         loop {
@@ -262,6 +244,7 @@ impl Writer<Sql<'_>> {
         let count = batch.len() as u64;
         let outcome = (|| -> Result<(), StorageError> {
             self.sql.exec("BEGIN")?;
+            self.apply_prefix(batch, now, &mut replies)?;
             for op in batch.drain(..) {
                 match op {
                     Op::Write(changes, reply) => {
@@ -339,6 +322,49 @@ impl Writer<Sql<'_>> {
         stop
     }
 
+    /// The fast path: the writes at the head of the batch that cannot break a
+    /// constraint, up to its first read or conflict-prone write, applied with no
+    /// savepoint at all (a savepoint makes SQLite copy every page it first touches
+    /// into a sub-journal). Nothing has read them yet, so if one fails the whole
+    /// transaction can be rolled back and the batch replayed by the careful path,
+    /// where every write is undone alone. On success they are taken off the batch;
+    /// their replies wait for the commit like any other.
+    fn apply_prefix(
+        &mut self,
+        batch: &mut Vec<Op>,
+        now: DateTime<Utc>,
+        replies: &mut Vec<(Reply, Result<(), StorageError>)>,
+    ) -> Result<(), StorageError> {
+        let prefix = batch
+            .iter()
+            .take_while(
+                |op| matches!(op, Op::Write(changes, _) if !changes.iter().any(may_conflict)),
+            )
+            .count();
+        let applied = batch[..prefix].iter().try_for_each(|op| match op {
+            Op::Write(changes, _) => changes.iter().try_for_each(|c| apply(&self.sql, c, now)),
+            Op::Read(_) | Op::Shutdown(_) => Ok(()),
+        });
+        match applied {
+            Ok(()) => {
+                for op in batch.drain(..prefix) {
+                    if let Op::Write(_, Some(reply)) = op {
+                        replies.push((reply, Ok(())));
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, writes = prefix, "a storage write failed; replaying the batch one write at a time");
+                if !self.sql.conn.is_autocommit() {
+                    self.sql.exec("ROLLBACK")?;
+                }
+                self.sql.exec("BEGIN")
+            }
+        }
+    }
+
     /// Opens the segment savepoint `seg` unless one is open.
     fn open_segment(&mut self) -> Result<(), StorageError> {
         if self.segment.is_empty() {
@@ -404,44 +430,8 @@ impl Writer<Sql<'_>> {
 /// Applies one change; `now` is the `updated_at` of rows whose change carries none.
 fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), StorageError> {
     match change {
-        Change::Otp(rec) => {
-            let sends = rec
-                .sends
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let f = rec.flake.as_ref();
-            sql.run(
-                "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
-                 max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
-                 expires_at, finished_at, sends, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                 ON CONFLICT(app_id, phone) DO UPDATE SET flake_id = excluded.flake_id,
-                 code_hash = excluded.code_hash, status = excluded.status, attempts = excluded.attempts,
-                 max_attempts = excluded.max_attempts, delivery_method = excluded.delivery_method,
-                 message_id = excluded.message_id, callback_url = excluded.callback_url,
-                 callback_secret = excluded.callback_secret, created_at = excluded.created_at,
-                 expires_at = excluded.expires_at, finished_at = excluded.finished_at,
-                 sends = excluded.sends, updated_at = excluded.updated_at", params![
-                uuid_text(&rec.key.app_id),
-                rec.key.phone.as_str(),
-                f.map(|f| uuid_text(&f.flake_id)),
-                f.map(|f| f.code_hash.to_vec()),
-                f.map(|f| f.status.as_str()),
-                f.map(|f| f.attempts),
-                f.map(|f| f.max_attempts),
-                f.map(|f| f.delivery_method.as_str()),
-                f.and_then(|f| f.message_id.as_ref().map(uuid_text)),
-                f.and_then(|f| f.callback.as_ref().map(|c| c.url.clone())),
-                f.and_then(|f| f.callback.as_ref().and_then(|c| c.secret.clone())),
-                f.map(|f| to_millis(f.created_at)),
-                f.map(|f| to_millis(f.expires_at)),
-                f.and_then(|f| f.finished_at.map(to_millis)),
-                sends,
-                to_millis(now),
-            ])?;
-        }
+        Change::Otp(rec) => write_otp(sql, rec, now, false)?,
+        Change::OtpUpdate(rec) => write_otp(sql, rec, now, true)?,
         Change::Message(m) => {
             sql.run(
                 "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
@@ -621,6 +611,75 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
     Ok(())
 }
 
+/// Writes an OTP actor's snapshot. With `update_first` (the actor has seen its row)
+/// it is a plain `UPDATE`, one seek of the primary key; if that changes no row (the
+/// row was purged meanwhile) it falls back to the upsert, which probes for the row
+/// before it inserts or updates.
+fn write_otp(
+    sql: &Sql<'_>,
+    rec: &OtpRecord,
+    now: DateTime<Utc>,
+    update_first: bool,
+) -> Result<(), StorageError> {
+    let sends = rec
+        .sends
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let f = rec.flake.as_ref();
+    let app_id = uuid_text(&rec.key.app_id);
+    let flake_id = f.map(|f| uuid_text(&f.flake_id));
+    let code_hash = f.map(|f| &f.code_hash[..]);
+    let message_id = f.and_then(|f| f.message_id.as_ref().map(uuid_text));
+    let callback = f.and_then(|f| f.callback.as_deref());
+    let values = params![
+        app_id,
+        rec.key.phone.as_str(),
+        flake_id,
+        code_hash,
+        f.map(|f| f.status.as_str()),
+        f.map(|f| f.attempts),
+        f.map(|f| f.max_attempts),
+        f.map(|f| f.delivery_method.as_str()),
+        message_id,
+        callback.map(|c| c.url.as_str()),
+        callback.and_then(|c| c.secret.as_deref()),
+        f.map(|f| to_millis(f.created_at)),
+        f.map(|f| to_millis(f.expires_at)),
+        f.and_then(|f| f.finished_at.map(to_millis)),
+        sends,
+        to_millis(now),
+    ];
+    if update_first {
+        let updated = sql.run(
+            "UPDATE otp_state SET flake_id = ?3, code_hash = ?4, status = ?5, attempts = ?6,
+             max_attempts = ?7, delivery_method = ?8, message_id = ?9, callback_url = ?10,
+             callback_secret = ?11, created_at = ?12, expires_at = ?13, finished_at = ?14,
+             sends = ?15, updated_at = ?16 WHERE app_id = ?1 AND phone = ?2",
+            values,
+        )?;
+        if updated > 0 {
+            return Ok(());
+        }
+    }
+    sql.run(
+        "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
+         max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
+         expires_at, finished_at, sends, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT(app_id, phone) DO UPDATE SET flake_id = excluded.flake_id,
+         code_hash = excluded.code_hash, status = excluded.status, attempts = excluded.attempts,
+         max_attempts = excluded.max_attempts, delivery_method = excluded.delivery_method,
+         message_id = excluded.message_id, callback_url = excluded.callback_url,
+         callback_secret = excluded.callback_secret, created_at = excluded.created_at,
+         expires_at = excluded.expires_at, finished_at = excluded.finished_at,
+         sends = excluded.sends, updated_at = excluded.updated_at",
+        values,
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -701,5 +760,31 @@ mod tests {
             "good1 and good2 only; b's first statement was undone"
         );
         assert!(snap.stats().replays.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test]
+    async fn an_otp_update_for_a_row_that_is_gone_writes_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let mut rec = OtpRecord::new(OtpKey {
+            app_id: Uuid::nil(),
+            phone: Phone::from_canonical("255700000009".into()),
+        });
+        rec.sends.push_back(1_000);
+        // No row yet: the UPDATE changes nothing and the upsert inserts.
+        snap.write(vec![Change::OtpUpdate(rec.clone())])
+            .committed()
+            .await
+            .unwrap();
+        let k = rec.key.clone();
+        assert_eq!(snap.read(move |c| load_otp(c, &k)).await.unwrap(), rec);
+        // The row exists: the UPDATE changes it.
+        rec.sends.push_back(2_000);
+        snap.write(vec![Change::OtpUpdate(rec.clone())])
+            .committed()
+            .await
+            .unwrap();
+        let k = rec.key.clone();
+        assert_eq!(snap.read(move |c| load_otp(c, &k)).await.unwrap(), rec);
     }
 }

@@ -82,7 +82,7 @@ pub(crate) async fn drive_webhooks(
     while plan.claim() {
         let (app, id) = &hooks[n % hooks.len()];
         n += 1;
-        let started = Instant::now();
+        let started = plan.start_cycle().await;
         match tokio::time::timeout(CALL_TIMEOUT, plan.runtime.test_webhook(app, id)).await {
             Ok(Ok(delivery_id)) => {
                 let done = Instant::now();
@@ -93,6 +93,7 @@ pub(crate) async fn drive_webhooks(
                 let mut t = tally.borrow_mut();
                 let _ = t.request.record(micros(done - started));
                 t.cycles += 1;
+                t.completed_at(done - plan.started);
             }
             Ok(Err(e)) => tally
                 .borrow_mut()
@@ -199,6 +200,8 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
         budget: AtomicU64::new(n),
         hold: false,
         callbacks: Some(callbacks.clone()),
+        started: Instant::now(),
+        pace: args.rate.map(|r| Pace::new(r, Instant::now())),
     });
     let storage_before = StorageCounters::read(&runtime);
     let (ok_before, failed_before) = runtime.deliveries_finished();
@@ -225,9 +228,14 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
     let drain = settle_storage(&runtime).await;
     let storage = StorageCounters::read(&runtime).since(storage_before);
     let (ok_after, failed_after) = runtime.deliveries_finished();
-    let cpu_cores = (cpu_secs() - cpu_before) / (waited + drain).as_secs_f64();
+    let cpu_used = cpu_secs() - cpu_before;
+    let cpu_cores = cpu_used / (waited + drain).as_secs_f64();
     let load_after = loadavg();
     let peak = proc_status_kib("VmHWM");
+    let pace = plan
+        .pace
+        .as_ref()
+        .map(|p| pace_json(p, tally.cycles, driven));
     drop(plan);
     runtime.shutdown().await;
     let seen = receiver.stop();
@@ -253,7 +261,7 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
     let rate = seen.requests as f64 / span.as_secs_f64().max(1e-9);
     let failures = tally.failures() + unmatched;
     let driver_name = format!("{driver:?}").to_lowercase();
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "config": {
             "mode": "deliveries",
             "driver": driver_name,
@@ -286,6 +294,18 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": load_after,
     });
+    let (us_per_op, ops_per_delivery) = storage.per_unit(seen.requests);
+    let cpu_us_per_delivery = per_unit_us(cpu_used, seen.requests);
+    report["cpu_us_per_delivery"] = serde_json::json!(cpu_us_per_delivery);
+    report["writer_us_per_op"] = serde_json::json!(us_per_op);
+    report["writer_ops_per_delivery"] = serde_json::json!(ops_per_delivery);
+    report["completions"] = tally.timeline_json(driven);
+    if driver == DeliveryDriver::Callbacks {
+        report["cycle"] = summary(&tally.cycle);
+    }
+    if let Some(p) = &pace {
+        report["rate"] = p.clone();
+    }
     let mut text = String::new();
     use std::fmt::Write as _;
     let s = &report["storage"];
@@ -325,9 +345,24 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
         "group commit:     {} commits, {} ops/commit avg, {} µs/commit avg, writer busy {}%",
         s["commits"], s["ops_per_commit"], s["avg_commit_us"], s["writer_busy_pct"]
     );
+    let _ = writeln!(
+        text,
+        "writer:           {us_per_op:.2} µs/op, {ops_per_delivery:.2} ops per delivery"
+    );
+    if driver == DeliveryDriver::Callbacks {
+        let _ = writeln!(text, "full cycle:       {}", summary_line(&tally.cycle));
+    }
+    let _ = writeln!(
+        text,
+        "calls completed:  {}",
+        timeline_line(&report["completions"])
+    );
+    if let Some(p) = &pace {
+        let _ = writeln!(text, "rate:             {}", pace_line(p));
+    }
     let _ = write!(
         text,
-        "cpu:              {:.2} cores used (load average {:.2} before, {:.2} after); peak RSS {:.1} MiB",
+        "cpu:              {:.2} cores used = {cpu_us_per_delivery:.1} µs per delivery (load average {:.2} before, {:.2} after); peak RSS {:.1} MiB",
         cpu_cores,
         load_before,
         load_after,

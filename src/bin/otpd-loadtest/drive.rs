@@ -16,6 +16,62 @@ pub(crate) struct Plan {
     pub(crate) hold: bool,
     /// Delivery mode with the callbacks driver: where verifies send their callback.
     pub(crate) callbacks: Option<Arc<Callbacks>>,
+    /// When driving started: the origin of the completion timeline.
+    pub(crate) started: Instant,
+    /// `--rate`: the fixed schedule cycles start on (open loop); `None` = closed loop.
+    pub(crate) pace: Option<Pace>,
+}
+
+/// How late a start may be before it counts as late: tokio's timers have 1 ms
+/// granularity, so a start up to 2 ms after its slot is on time.
+pub(crate) const LATE_AFTER: Duration = Duration::from_millis(2);
+
+/// The open-loop schedule of `--rate N`: slot k starts at `origin + k / N`, whoever
+/// is free takes the next slot, and a cycle's latency counts from its slot, not from
+/// when a driver got to it (so a slow server cannot hide behind a slow client).
+pub(crate) struct Pace {
+    pub(crate) origin: Instant,
+    pub(crate) interval: Duration,
+    pub(crate) next: AtomicU64,
+    /// Slots that started more than [`LATE_AFTER`] behind schedule because every
+    /// driver task was busy (the in-flight cap, `--concurrency`, was reached).
+    pub(crate) late: AtomicU64,
+    pub(crate) target_per_sec: f64,
+}
+
+impl Pace {
+    pub(crate) fn new(per_sec: f64, origin: Instant) -> Pace {
+        Pace {
+            origin,
+            interval: Duration::from_secs_f64(1.0 / per_sec),
+            next: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            target_per_sec: per_sec,
+        }
+    }
+
+    /// Takes the next slot, waits for its time, and returns it (the cycle's start).
+    pub(crate) async fn turn(&self) -> Instant {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = self.origin + self.interval.mul_f64(k as f64);
+        let now = Instant::now();
+        if slot > now {
+            tokio::time::sleep_until(slot.into()).await;
+        } else if now - slot > LATE_AFTER {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+        slot
+    }
+}
+
+impl Plan {
+    /// When a cycle starts: now (closed loop), or its slot on the `--rate` schedule.
+    pub(crate) async fn start_cycle(&self) -> Instant {
+        match &self.pace {
+            Some(pace) => pace.turn().await,
+            None => Instant::now(),
+        }
+    }
 }
 
 /// The callback side of delivery mode: endpoint URLs, and when each verify returned.
@@ -55,7 +111,7 @@ pub(crate) async fn drive(plan: Arc<Plan>, task: usize, tasks: usize, tally: Rc<
         next += 1;
         let app = &plan.apps[i % plan.apps.len()];
         let phone = &plan.phones[i];
-        let started = Instant::now();
+        let started = plan.start_cycle().await;
         let send = SendOtp {
             phone_number: phone.clone(),
             ..SendOtp::default()
@@ -78,7 +134,9 @@ pub(crate) async fn drive(plan: Arc<Plan>, task: usize, tasks: usize, tally: Rc<
             .request
             .record(micros(requested - started));
         if plan.hold {
-            tally.borrow_mut().cycles += 1;
+            let mut t = tally.borrow_mut();
+            t.cycles += 1;
+            t.completed_at(requested - plan.started);
             continue;
         }
         let Some(message_id) = issued.message_id else {
@@ -148,6 +206,7 @@ pub(crate) async fn drive(plan: Arc<Plan>, task: usize, tasks: usize, tally: Rc<
         let _ = t.verify.record(micros(done - coded));
         let _ = t.cycle.record(micros(done - started));
         t.cycles += 1;
+        t.completed_at(done - plan.started);
     }
 }
 

@@ -18,7 +18,22 @@
 //! after `--duration-secs` or `--cycles`, whichever comes first; in-flight cycles
 //! finish. It reports cycles/s, errors by kind, request / verify / full-cycle
 //! latency percentiles, live actors, peak RSS and the group-commit counters of the
-//! snapshot writer (commits, operations per commit, average commit time).
+//! snapshot writer (commits, operations per commit, average commit time), and per
+//! cycle: **CPU µs per cycle** (the process's user + system time over the run ÷
+//! cycles), **writer µs per op** (time inside commits ÷ writer operations) and
+//! **writer ops per cycle**. The **completion timeline** (completions per 10 ms)
+//! gives completions per whole second (min / median / max) and the longest gap with
+//! none, so a periodic stall (checkpoint, WAL restart, reaping) shows.
+//!
+//! **Open loop** (`--rate N`, any mode). Cycles (or webhook calls) start on a fixed
+//! schedule, slot k at start + k/N, whether or not earlier ones finished: whichever
+//! driver task is free takes the next slot, so `--concurrency` is the cap on cycles
+//! in flight. Latency counts from the slot, not from when a task got to it, so a
+//! slow server cannot slow the client down and hide its own latency (no coordinated
+//! omission). Starts more than 2 ms behind their slot (tokio timers have 1 ms
+//! granularity) are counted as `late_starts`; the achieved rate is reported. With
+//! `--deliveries N` (callbacks driver) this measures verify-return → callback-arrival
+//! at a fixed rate.
 //!
 //! **Hold mode** (`--hold-flakes N`). Issues N requests (no verify) for N distinct
 //! phones with actors kept alive (`runtime.idle_actor_secs` set very large), then
@@ -63,6 +78,9 @@
 //! target/release/otpd-loadtest --hold-flakes 100000
 //! target/release/otpd-loadtest --deliveries 50000 --endpoints 1
 //! target/release/otpd-loadtest --deliveries 50000 --endpoints 100 --delivery-driver webhooks
+//! target/release/otpd-loadtest --deliveries 2000 --rate 200 --phones 5000 --concurrency 64 --duration-secs 10
+//! target/release/otpd-loadtest --deliveries 20000 --rate 2000 --phones 20000 --concurrency 256 --duration-secs 10
+//! target/release/otpd-loadtest --rate 30000 --phones 20000 --concurrency 1024 --duration-secs 10
 //! ```
 //!
 //! The database is a fresh file in the system temp directory, deleted afterwards,
@@ -186,6 +204,12 @@ struct Args {
     /// `delivery.max_in_flight`: concurrent attempts per endpoint.
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Open loop: start cycles (or webhook calls) at this fixed rate per second,
+    /// whether or not earlier ones finished; `--concurrency` caps those in flight
+    /// and starts that fall behind are counted. Default: closed loop (each driver
+    /// task starts its next cycle when its last one is done).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
@@ -341,6 +365,8 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         }),
         hold: hold.is_some(),
         callbacks: None,
+        started: Instant::now(),
+        pace: args.rate.map(|r| Pace::new(r, Instant::now())),
     });
     let rss_before = proc_status_kib("VmRSS");
     let storage_before = StorageCounters::read(&runtime);
@@ -353,7 +379,8 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     // status writes trail every mode) before reading counters and memory.
     let drain = settle_storage(&runtime).await;
     let storage = StorageCounters::read(&runtime).since(storage_before);
-    let cpu_cores = (cpu_secs() - cpu_before) / (elapsed + drain).as_secs_f64();
+    let cpu_used = cpu_secs() - cpu_before;
+    let cpu_cores = cpu_used / (elapsed + drain).as_secs_f64();
     let load_after = loadavg();
     let rss_after = proc_status_kib("VmRSS");
     let peak = proc_status_kib("VmHWM");
@@ -361,6 +388,10 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     let registered = runtime.registered_actors();
     let message_actors = runtime.message_actors();
     let provider_sends = provider.sends();
+    let pace = plan
+        .pace
+        .as_ref()
+        .map(|p| pace_json(p, tally.cycles, elapsed));
     drop(plan);
     runtime.shutdown().await;
 
@@ -403,6 +434,15 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         "loadavg_1m_after": load_after,
         "phone_parse_us": (parse_avg.as_secs_f64() * 1e7).round() / 10.0,
     });
+    let (us_per_op, ops_per_cycle) = storage.per_unit(tally.cycles);
+    let cpu_us_per_cycle = per_unit_us(cpu_used, tally.cycles);
+    report["cpu_us_per_cycle"] = serde_json::json!(cpu_us_per_cycle);
+    report["writer_us_per_op"] = serde_json::json!(us_per_op);
+    report["writer_ops_per_cycle"] = serde_json::json!(ops_per_cycle);
+    report["completions"] = tally.timeline_json(elapsed);
+    if let Some(p) = &pace {
+        report["rate"] = p.clone();
+    }
     let s = report["storage"].clone();
     let mut text = String::new();
     use std::fmt::Write as _;
@@ -486,12 +526,24 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     );
     let _ = writeln!(
         text,
-        "cpu:              {:.2} cores used by otpd-loadtest of {} (load average {:.2} before, {:.2} after)",
+        "writer:           {us_per_op:.2} µs/op, {ops_per_cycle:.2} ops per cycle"
+    );
+    let _ = writeln!(
+        text,
+        "cpu:              {:.2} cores used by otpd-loadtest of {} = {cpu_us_per_cycle:.1} µs per cycle (load average {:.2} before, {:.2} after)",
         cpu_cores,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_before,
         load_after
     );
+    let _ = writeln!(
+        text,
+        "completions:      {}",
+        timeline_line(&report["completions"])
+    );
+    if let Some(p) = &pace {
+        let _ = writeln!(text, "rate:             {}", pace_line(p));
+    }
     let _ = write!(
         text,
         "phone parse:      {:.1} µs avg (Phone::parse, measured while generating phones)",
@@ -513,6 +565,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        eprintln!("otpd-loadtest: --rate must be a positive number of cycles per second");
+        return ExitCode::from(2);
+    }
     let (db, cleanup) = database(&args);
     let json = args.json;
     let result = actix_rt::System::new().block_on(run(args, db));

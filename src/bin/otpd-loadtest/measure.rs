@@ -19,7 +19,13 @@ pub(crate) struct Tally {
     pub(crate) code_wait: Histogram<u64>,
     pub(crate) verify: Histogram<u64>,
     pub(crate) cycle: Histogram<u64>,
+    /// Completions per [`BUCKET`] since driving started (the timeline that shows
+    /// stalls: checkpoints, WAL restarts, reaping).
+    pub(crate) timeline: Vec<u32>,
 }
+
+/// Resolution of the completion timeline.
+pub(crate) const BUCKET: Duration = Duration::from_millis(10);
 
 impl Tally {
     pub(crate) fn new() -> Tally {
@@ -30,7 +36,17 @@ impl Tally {
             code_wait: histogram(),
             verify: histogram(),
             cycle: histogram(),
+            timeline: Vec::new(),
         }
+    }
+
+    /// Notes one completion at `since_start` on the timeline.
+    pub(crate) fn completed_at(&mut self, since_start: Duration) {
+        let i = (since_start.as_micros() / BUCKET.as_micros()) as usize;
+        if self.timeline.len() <= i {
+            self.timeline.resize(i + 1, 0);
+        }
+        self.timeline[i] += 1;
     }
 
     pub(crate) fn error(&mut self, kind: impl Into<String>) {
@@ -47,6 +63,44 @@ impl Tally {
         let _ = self.code_wait.add(&other.code_wait);
         let _ = self.verify.add(&other.verify);
         let _ = self.cycle.add(&other.cycle);
+        if self.timeline.len() < other.timeline.len() {
+            self.timeline.resize(other.timeline.len(), 0);
+        }
+        for (mine, theirs) in self.timeline.iter_mut().zip(&other.timeline) {
+            *mine += theirs;
+        }
+    }
+
+    /// The completion timeline over the driving window `driven`: completions per
+    /// whole second (min / median / max) and the longest run of [`BUCKET`]s with
+    /// none, from the first completion to the end of driving.
+    pub(crate) fn timeline_json(&self, driven: Duration) -> serde_json::Value {
+        let per_sec_buckets = (Duration::from_secs(1).as_micros() / BUCKET.as_micros()) as usize;
+        let whole_secs = (driven.as_secs_f64().floor() as usize).max(1);
+        let mut per_sec: Vec<u64> = (0..whole_secs)
+            .map(|s| {
+                self.timeline
+                    .iter()
+                    .skip(s * per_sec_buckets)
+                    .take(per_sec_buckets)
+                    .map(|&n| u64::from(n))
+                    .sum()
+            })
+            .collect();
+        let end = ((driven.as_micros() / BUCKET.as_micros()) as usize).min(self.timeline.len());
+        let first = self.timeline.iter().position(|&n| n > 0).unwrap_or(end);
+        let (mut longest, mut run) = (0usize, 0usize);
+        for &n in self.timeline.iter().take(end).skip(first) {
+            run = if n == 0 { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        per_sec.sort_unstable();
+        serde_json::json!({
+            "per_second_min": per_sec.first().copied().unwrap_or(0),
+            "per_second_median": per_sec[per_sec.len() / 2],
+            "per_second_max": per_sec.last().copied().unwrap_or(0),
+            "longest_gap_ms": (longest as u128 * BUCKET.as_millis()) as u64,
+        })
     }
 
     pub(crate) fn failures(&self) -> u64 {
@@ -170,6 +224,24 @@ impl StorageCounters {
         }
     }
 
+    /// µs of writer time per op, and ops per unit of work (cycle or delivery).
+    pub(crate) fn per_unit(self, units: u64) -> (f64, f64) {
+        let us_per_op = if self.ops == 0 {
+            0.0
+        } else {
+            self.micros as f64 / self.ops as f64
+        };
+        let ops_per_unit = if units == 0 {
+            0.0
+        } else {
+            self.ops as f64 / units as f64
+        };
+        (
+            (us_per_op * 100.0).round() / 100.0,
+            (ops_per_unit * 100.0).round() / 100.0,
+        )
+    }
+
     pub(crate) fn json(self, elapsed: Duration) -> serde_json::Value {
         let per = |x: u64| {
             if self.commits == 0 {
@@ -192,4 +264,36 @@ impl StorageCounters {
             "replays": self.replays,
         })
     }
+}
+
+/// µs of CPU per unit of work, from CPU seconds used.
+pub(crate) fn per_unit_us(cpu_secs: f64, units: u64) -> f64 {
+    if units == 0 {
+        return 0.0;
+    }
+    (cpu_secs * 1e6 / units as f64 * 10.0).round() / 10.0
+}
+
+/// The `--rate` figures: asked, achieved, and starts that fell behind the schedule.
+pub(crate) fn pace_json(pace: &Pace, done: u64, driven: Duration) -> serde_json::Value {
+    serde_json::json!({
+        "target_per_sec": pace.target_per_sec,
+        "achieved_per_sec": (done as f64 / driven.as_secs_f64().max(1e-9)).round(),
+        "late_starts": pace.late.load(Ordering::Relaxed),
+        "late_after_ms": LATE_AFTER.as_millis() as u64,
+    })
+}
+
+pub(crate) fn pace_line(p: &serde_json::Value) -> String {
+    format!(
+        "open loop at {}/s: achieved {}/s, {} starts more than {} ms behind schedule",
+        p["target_per_sec"], p["achieved_per_sec"], p["late_starts"], p["late_after_ms"]
+    )
+}
+
+pub(crate) fn timeline_line(t: &serde_json::Value) -> String {
+    format!(
+        "per second min {} / median {} / max {}; longest gap without one {} ms",
+        t["per_second_min"], t["per_second_median"], t["per_second_max"], t["longest_gap_ms"]
+    )
 }
