@@ -804,6 +804,17 @@ fn delivery_report_all_reports_sent_and_delivered_signed_with_the_webhook_secret
         .map(|d| d["event"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(events, set(&["sms.sent", "sms.delivered"]));
+
+    // A report's detail names the secret header but never shows the secret.
+    let delivery_id = got[1].header("x-otpd-delivery-id");
+    let detail = fx.get(&format!("/v1/webhooks/deliveries/{delivery_id}"));
+    let detail = detail.assert_ok(200);
+    assert_eq!(
+        detail["headers"]["X-Otpd-Webhook-Secret"],
+        otpd_actors::SECRET_NOT_SHOWN
+    );
+    assert_eq!(detail["headers"]["X-Otpd-Delivery-Id"], delivery_id);
+    assert!(!detail.to_string().contains(REPORT_SECRET));
 }
 
 #[test]

@@ -941,7 +941,8 @@ fn delivery_detail_has_the_exact_payload_and_the_attempt_log() {
             "next_attempt_at",
             "url",
             "payload",
-            "attempt_log"
+            "attempt_log",
+            "headers"
         ])
     );
     assert_eq!(d["delivery_id"], delivery_id.as_str());
@@ -965,6 +966,76 @@ fn delivery_detail_has_the_exact_payload_and_the_attempt_log() {
     assert_eq!(log[0]["status_code"], 200);
     assert_eq!(log[0]["at"], "2026-06-07T12:00:00.000Z");
     assert!(log[0]["duration_ms"].as_i64().is_some_and(|ms| ms >= 0));
+}
+
+/// Names whose value is computed when each attempt is made.
+const PER_ATTEMPT_HEADERS: [&str; 5] = [
+    "X-Otpd-Attempt",
+    "X-Otpd-Signature",
+    "X-Otpd-Signature-Previous",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Compares a detail's `headers` with what a receiver really got: every listed header
+/// arrived with that value (or, per attempt, under that name), and every otpd header
+/// that arrived is listed.
+#[track_caller]
+fn assert_headers_match(listed: &Value, got: &Received) {
+    let listed = listed.as_object().expect("headers is an object");
+    for (name, value) in listed {
+        let value = value.as_str().expect("header values are strings");
+        let arrived = got.headers.get(&name.to_ascii_lowercase());
+        if PER_ATTEMPT_HEADERS.contains(&name.as_str()) {
+            assert_eq!(value, otpd_actors::PER_ATTEMPT, "{name}");
+            assert!(arrived.is_some_and(|v| !v.is_empty()), "{name} was sent");
+        } else {
+            assert_eq!(arrived.map(String::as_str), Some(value), "{name}");
+        }
+    }
+    let listed_lower: BTreeSet<String> = listed.keys().map(|k| k.to_ascii_lowercase()).collect();
+    for name in got.headers.keys() {
+        if name.starts_with("x-otpd-") || name.starts_with("webhook-") {
+            assert!(
+                listed_lower.contains(name),
+                "{name} was sent but is not listed"
+            );
+        }
+    }
+}
+
+#[test]
+fn delivery_detail_headers_are_the_headers_the_receiver_got() {
+    let fx = fixture(&[]);
+    let rx = Receiver::start(vec![Reply::Status(200, "")]);
+    let created = create(&fx, "otp", &rx.url);
+    let (id, secret) = (str_of(&created, "id"), str_of(&created, "secret"));
+    let delivery_id = send_test(&fx, id);
+    let got = rx.wait_for_blocking(1)[0].clone();
+    let d = wait_delivery(&fx, &delivery_id, |d| d["status"] == "succeeded");
+    let headers = &d["headers"];
+    assert_headers_match(headers, &got);
+    assert_eq!(headers["Content-Type"], "application/json");
+    assert_eq!(headers["User-Agent"], "otpd-webhook/1.0");
+    assert_eq!(headers["X-Otpd-Delivery-Id"], delivery_id.as_str());
+    assert_eq!(headers["webhook-id"], got.header("webhook-id"));
+    assert!(headers.get("X-Otpd-Signature-Previous").is_none());
+    assert!(
+        !d.to_string().contains(secret),
+        "the detail never shows the secret"
+    );
+
+    // During a rotation's grace the previous secret's header is listed too.
+    fx.post(&format!("/v1/webhooks/{id}/secret/rotate"), &json!({}))
+        .assert_ok(200);
+    let second = send_test(&fx, id);
+    let got = rx.wait_for_blocking(2)[1].clone();
+    let d = wait_delivery(&fx, &second, |d| d["status"] == "succeeded");
+    assert_headers_match(&d["headers"], &got);
+    assert_eq!(
+        d["headers"]["X-Otpd-Signature-Previous"],
+        otpd_actors::PER_ATTEMPT
+    );
 }
 
 #[test]

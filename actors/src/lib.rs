@@ -30,7 +30,7 @@
 //! | `otp.rs` | the OTP rules of SPEC section 4 as plain functions over [`otp::OtpRecord`] |
 //! | `otp_actor.rs` | `otp_actor::OtpActor`: the one writer per (app, phone), supervised; emits `otp.*`/`flake.*` |
 //! | `message_actor.rs` | `message_actor::MessageActor`: the one writer per message; rank guard, channel events, delivery reports |
-//! | `delivery/` | the delivery engine: `model.rs` (the delivery records storage persists), `actor.rs` (one `DeliveryActor` per endpoint, one signed attempt), `dispatcher.rs` (`Dispatcher`, endpoint health and pause), `retry.rs` (`delivery::RetrySchedule`, also the sender's) |
+//! | `delivery/` | the delivery engine: `model.rs` (the delivery records storage persists), `actor.rs` (one `DeliveryActor` per endpoint, one signed attempt), `dispatcher.rs` (`Dispatcher`, endpoint health and pause), `headers.rs` (the request headers of an attempt, also what the delivery log shows), `retry.rs` (`delivery::RetrySchedule`, also the sender's) |
 //! | `events/` | `mod.rs`: the event catalogue and the one envelope; `outbox.rs`: `Outbox`, the events and deliveries an action commits |
 //! | `signing.rs` | `X-Otpd-Signature` and Standard Webhooks signatures |
 //! | `stats.rs` | OTP sends and outcomes over the last hour/day (`/v1/stats/otp`) |
@@ -97,6 +97,7 @@ pub use app::{App, AppSettings, NewApp};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::RuntimeConfig;
 pub use delivery::model::{AttemptRecord, DeliveryKind, DeliveryStatus, DeliveryView};
+pub use delivery::{PER_ATTEMPT, SECRET_NOT_SHOWN};
 pub use error::Error;
 pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeGauges, SendOtp, VerifyOtp, VerifyResult};

@@ -168,7 +168,8 @@ pub fn operations() -> Vec<(Method, String)> {
     all
 }
 
-/// Mounts every otpd route on `cfg`.
+/// Mounts every otpd route on `cfg`, and the web console at `/console`
+/// ([`crate::console`]).
 ///
 /// Call it from `App::configure` or `Scope::configure`; it also sets the default
 /// service of that App or Scope to a JSON 404, so unknown paths get the envelope.
@@ -219,6 +220,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
             cfg.service(endpoint.resource());
         }
     }
+
+    // The console is static files, not an API: deliberately not in `operations()`.
+    cfg.configure(crate::console::routes);
 
     cfg.default_service(web::to(not_found));
 }

@@ -310,6 +310,12 @@ pub struct DeliveryDetail {
     payload: String,
     /// Every attempt.
     attempt_log: Vec<AttemptRecord>,
+    /// The request headers otpd sends for this delivery (SPEC section 6), by name as
+    /// written, from the same code that builds a real attempt. Values computed when
+    /// each attempt is made (`X-Otpd-Attempt`, `X-Otpd-Signature`,
+    /// `X-Otpd-Signature-Previous`, `webhook-timestamp`, `webhook-signature`) read
+    /// `"computed per attempt"`; a report's `X-Otpd-Webhook-Secret` is named, never shown.
+    headers: BTreeMap<String, String>,
 }
 
 /// A page of the delivery log, newest first.

@@ -555,13 +555,14 @@ pub async fn deliveries(
     deliveries_page(&state, &auth.0, q.into_query(None)).await
 }
 
-/// `GET /v1/webhooks/deliveries/{delivery_id}` → the item with `url`, `payload` and
-/// `attempt_log` (any delivery of the app: callbacks and reports too).
+/// `GET /v1/webhooks/deliveries/{delivery_id}` → the item with `url`, `payload`,
+/// `attempt_log` and the request `headers` (any delivery of the app: callbacks and
+/// reports too).
 #[utoipa::path(
     get,
     path = "/v1/webhooks/deliveries/{delivery_id}",
     tag = "deliveries",
-    summary = "A delivery with its payload and attempt log",
+    summary = "A delivery with its payload, attempt log and request headers",
     security(("apiKey" = [])),
     params(DeliveryId),
     responses(

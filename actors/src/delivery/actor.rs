@@ -18,11 +18,11 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::dispatcher::EndpointHealth;
+use super::headers::{request_headers, Stamp};
 use super::model::{AttemptRecord, Delivery, DeliveryStatus, EndpointKey};
 use super::retry::RetrySchedule;
 use crate::clock::{rfc3339, to_millis, Clock, Stopwatch};
 use crate::config::DeliveryConfig;
-use crate::signing::{otpd_signature, standard_signature_header};
 use crate::storage::{Change, Snapshot};
 use crate::url_policy::UrlPolicy;
 use crate::webhooks::WebhookDirectory;
@@ -294,43 +294,18 @@ async fn attempt(cx: &DeliveryContext, d: &Delivery) -> Outcome {
     if let Err(e) = cx.policy.check_url(&url) {
         return abandon(at, format!("URL refused by policy: {e}"));
     }
-    let p = &cx.config.header_prefix;
     let body = d.event.body.as_bytes().to_vec();
-    let mut req = cx
-        .client
-        .post(&url)
-        .timeout(Duration::from_secs(cx.config.attempt_timeout_secs))
-        .header("Content-Type", "application/json")
-        .header(format!("{p}-Event"), &d.event.event)
-        .header(format!("{p}-Event-Id"), &d.event.id)
-        .header(format!("{p}-Timestamp"), rfc3339(d.event.created_at))
-        .header(format!("{p}-App-Id"), d.app_id.to_string())
-        .header(format!("{p}-Service-Type"), d.event.channel.as_str())
-        .header(format!("{p}-Delivery-Id"), &d.delivery_id)
-        .header(format!("{p}-Attempt"), d.attempts.to_string());
-    if let Some(current) = secrets.first() {
-        let ts = at.timestamp();
-        let all: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        req = req
-            .header(format!("{p}-Signature"), otpd_signature(current, &body))
-            .header("webhook-id", &d.event.id)
-            .header("webhook-timestamp", ts.to_string())
-            .header(
-                "webhook-signature",
-                standard_signature_header(&all, &d.event.id, ts, &body),
-            );
-        // During a rotation's grace the primary header stays one exact value (receivers
-        // that compare it as a string keep working); the previous secret signs here.
-        if let Some(previous) = secrets.get(1) {
-            req = req.header(
-                format!("{p}-Signature-Previous"),
-                otpd_signature(previous, &body),
-            );
-        }
-        if d.report_secret {
-            req = req.header(format!("{p}-Webhook-Secret"), current.as_str());
-        }
-    }
+    let stamp = Stamp::Attempt {
+        number: d.attempts,
+        unix_ts: at.timestamp(),
+        secrets: &secrets,
+    };
+    let req = request_headers(&cx.config, d, stamp).into_iter().fold(
+        cx.client
+            .post(&url)
+            .timeout(Duration::from_secs(cx.config.attempt_timeout_secs)),
+        |req, (name, value)| req.header(name, value),
+    );
     let started = Stopwatch::start();
     let result = req.body(body).send().await;
     let duration_ms = started.elapsed().as_millis() as i64;

@@ -11,14 +11,17 @@
 //! | `model.rs` | the records storage persists and the API lists: [`Delivery`], [`DeliveryKind`], [`DeliveryStatus`], [`DeliveryView`], [`AttemptRecord`], [`EndpointKey`]; imports nothing from storage |
 //! | `actor.rs` | [`DeliveryActor`](actor::DeliveryActor) (one endpoint's queue, retries, pause) and one signed attempt; the shared `DeliveryContext` |
 //! | `dispatcher.rs` | `Dispatcher`: routes deliveries to endpoint actors; [`EndpointHealth`](dispatcher::EndpointHealth) (failures in a row, pause) |
+//! | `headers.rs` | `request_headers`: the headers of an attempt, and the delivery log's view of them ([`PER_ATTEMPT`]), one function for both |
 //! | `retry.rs` | [`RetrySchedule`]: delays between attempts, shared with the provider sender |
 
 mod actor;
 mod dispatcher;
+pub(crate) mod headers;
 pub(crate) mod model;
 mod retry;
 
 pub(crate) use actor::DeliveryContext;
 pub(crate) use dispatcher::Dispatcher;
+pub use headers::{PER_ATTEMPT, SECRET_NOT_SHOWN};
 pub use model::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView, EndpointKey};
 pub use retry::RetrySchedule;

@@ -1,5 +1,6 @@
 //! Webhook management and the delivery log on the runtime (SPEC section 6).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -8,6 +9,7 @@ use serde::Serialize;
 use super::Runtime;
 use crate::app::App;
 use crate::clock::{from_millis, serde_ts, to_millis};
+use crate::delivery::headers::{request_headers, Stamp};
 use crate::delivery::{
     AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView, EndpointKey,
 };
@@ -73,6 +75,10 @@ pub struct DeliveryDetail {
     pub payload: String,
     /// Every attempt.
     pub attempt_log: Vec<AttemptRecord>,
+    /// The request headers otpd sends for it (SPEC section 6), built by the same code
+    /// as a real attempt's; values computed per attempt (attempt number, timestamps,
+    /// signatures) read [`crate::PER_ATTEMPT`], and no secret is shown.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Percentiles of attempt latency.
@@ -430,17 +436,29 @@ impl Runtime {
     pub async fn delivery(&self, app: &App, delivery_id: &str) -> Result<DeliveryDetail, Error> {
         let (d, attempts) = self.load_delivery(app, delivery_id).await?;
         // A webhook delivery goes to the webhook's URL at attempt time.
-        let url = d
+        let webhook = d
             .webhook_id
             .as_deref()
-            .and_then(|id| self.inner.webhooks.get(id))
+            .and_then(|id| self.inner.webhooks.get(id));
+        let url = webhook
+            .as_ref()
             .map(|w| w.url.clone())
             .unwrap_or_else(|| d.url.clone());
+        let secrets = match &webhook {
+            Some(w) => w.signing_secrets(self.inner.shared.clock.now()).len(),
+            None => usize::from(d.secret.is_some()),
+        };
+        let headers = request_headers(
+            &self.inner.config.delivery,
+            &d,
+            Stamp::Described { secrets },
+        );
         Ok(DeliveryDetail {
             view: d.view(),
             url,
             payload: d.event.body.to_string(),
             attempt_log: attempts,
+            headers: headers.into_iter().collect(),
         })
     }
 
