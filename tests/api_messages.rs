@@ -386,6 +386,117 @@ fn get_message_of_another_app_or_unknown_id_is_not_found() {
     }
 }
 
+// ----- GET /v1/messages/{id}/history ----------------------------------------------
+
+/// `GET /v1/messages/{id}/history`'s steps as `(status, at)`.
+fn history(fx: &Fixture, id: &str) -> Vec<(String, String)> {
+    let resp = fx.get(&format!("/v1/messages/{id}/history"));
+    let data = resp.assert_ok(200);
+    assert_eq!(
+        keys(data),
+        set(&["message_id", "status", "history"]),
+        "{}",
+        resp.text
+    );
+    assert_eq!(data["message_id"], id);
+    let steps = data["history"].as_array().expect("history");
+    assert_eq!(
+        data["status"],
+        steps.last().expect("a step")["status"],
+        "the current status is the last step"
+    );
+    steps
+        .iter()
+        .map(|s| {
+            (
+                s["status"].as_str().expect("status").to_string(),
+                s["at"].as_str().expect("at").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn history_lists_each_status_the_message_reached_with_its_time() {
+    let fx = fixture();
+    let id = send_and_wait_sent(&fx, "whatsapp");
+    fx.advance(5);
+    assert_eq!(
+        report_status(&fx, &id, "delivered"),
+        (true, "delivered".into())
+    );
+    fx.advance(60);
+    assert_eq!(report_status(&fx, &id, "read"), (true, "read".into()));
+    // Reports that do not apply leave no step.
+    assert_eq!(report_status(&fx, &id, "sent"), (false, "read".into()));
+    assert_eq!(
+        history(&fx, &id),
+        [
+            ("queued".to_string(), "2026-06-07T12:00:00.000Z".to_string()),
+            ("sent".into(), "2026-06-07T12:00:00.000Z".into()),
+            ("delivered".into(), "2026-06-07T12:00:05.000Z".into()),
+            ("read".into(), "2026-06-07T12:01:05.000Z".into()),
+        ]
+    );
+    let view = get_message(&fx, &id);
+    assert_eq!(view["updated_at"], "2026-06-07T12:01:05.000Z");
+}
+
+#[test]
+fn history_shows_a_skipped_status_as_absent_and_a_failure_with_its_reason() {
+    let fx = fixture_with(|c| c.delivery.retry_schedule_secs = vec![]);
+    // The provider fails: queued, then failed with the reason, nothing between.
+    fx.provider.set_failing(true);
+    let failed = send(&fx, &message_body("sms"));
+    wait_status(&fx, &failed, "failed");
+    let resp = fx.get(&format!("/v1/messages/{failed}/history"));
+    let steps = resp.assert_ok(200)["history"].clone();
+    assert_eq!(steps.as_array().map(Vec::len), Some(2), "{steps}");
+    assert_eq!(steps[0]["status"], "queued");
+    assert_eq!(
+        keys(&steps[0]),
+        set(&["status", "at"]),
+        "no error fields on queued"
+    );
+    assert_eq!(steps[1]["status"], "failed");
+    assert_eq!(steps[1]["error_code"], "provider_error");
+    assert!(steps[1]["error_message"].is_string(), "{steps}");
+
+    // A delivered report ahead of a receipt: sent is never reached.
+    fx.provider.set_failing(false);
+    let id = send_and_wait_sent(&fx, "sms");
+    assert_eq!(history(&fx, &id).len(), 2);
+    assert_eq!(
+        report_status(&fx, &id, "delivered"),
+        (true, "delivered".into())
+    );
+    let statuses: Vec<String> = history(&fx, &id).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(statuses, ["queued", "sent", "delivered"]);
+}
+
+#[test]
+fn history_of_another_app_or_unknown_id_is_not_found() {
+    let fx = fixture();
+    let id = send(&fx, &message_body("sms"));
+    let other = fx.add_app("other", otpd_actors::AppSettings::default());
+    fx.call("GET", &format!("/v1/messages/{id}/history"))
+        .api_key(&other.api_key)
+        .send()
+        .assert_error(404, "not_found");
+    for junk in [
+        "00000000-0000-4000-8000-000000000000",
+        "not-a-uuid",
+        "%E2%98%83",
+    ] {
+        fx.get(&format!("/v1/messages/{junk}/history"))
+            .assert_error(404, "not_found");
+    }
+    fx.call("GET", &format!("/v1/messages/{id}/history"))
+        .no_auth()
+        .send()
+        .assert_error(401, "unauthorized");
+}
+
 // ----- POST /v1/providers/status --------------------------------------------------
 
 #[test]

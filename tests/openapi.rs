@@ -418,6 +418,15 @@ fn real_answers_match_the_documented_schemas() {
         .json(&json!({"message_id": id, "status": "delivered"}))
         .send();
     conforms(doc, "POST", "/v1/providers/status", report, 200);
+    let history = fx.get(&format!("/v1/messages/{id}/history"));
+    let history = conforms(
+        doc,
+        "GET",
+        "/v1/messages/{message_id}/history",
+        history,
+        200,
+    );
+    assert_eq!(history["history"][0]["status"], "queued");
 
     // Webhooks and the delivery log.
     let hook = fx.post(

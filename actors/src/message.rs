@@ -152,6 +152,102 @@ pub struct MessageRecord {
     /// Last change.
     #[serde(with = "serde_ts")]
     pub updated_at: DateTime<Utc>,
+    /// When each status after `queued` was reached (its status history).
+    #[serde(skip)]
+    pub reached: StatusTimes,
+}
+
+/// When a message reached each status after `queued` (which is `created_at`).
+///
+/// The rank guard lets a message reach each status at most once, in rank order, so
+/// these four times are its whole status history; a status it skipped (a `delivered`
+/// report that arrived before the provider's receipt) has none. Messages stored
+/// before schema version 5 have only the time of the status they were in then.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusTimes {
+    /// Accepted by the provider.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Reported delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Reported read.
+    pub read_at: Option<DateTime<Utc>>,
+    /// Failed.
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+impl StatusTimes {
+    fn slot(&mut self, status: MessageStatus) -> Option<&mut Option<DateTime<Utc>>> {
+        match status {
+            MessageStatus::Queued => None,
+            MessageStatus::Sent => Some(&mut self.sent_at),
+            MessageStatus::Delivered => Some(&mut self.delivered_at),
+            MessageStatus::Read => Some(&mut self.read_at),
+            MessageStatus::Failed => Some(&mut self.failed_at),
+        }
+    }
+
+    /// Records that `status` was reached at `at`, keeping an earlier time.
+    pub fn mark(&mut self, status: MessageStatus, at: DateTime<Utc>) {
+        if let Some(slot) = self.slot(status) {
+            slot.get_or_insert(at);
+        }
+    }
+}
+
+/// One step of a message's status history (`GET /v1/messages/{id}/history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusStep {
+    /// The status reached.
+    pub status: MessageStatus,
+    /// When.
+    #[serde(with = "serde_ts")]
+    pub at: DateTime<Utc>,
+    /// The failure reason, on the `failed` step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// The failure detail, on the `failed` step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+impl MessageRecord {
+    /// Moves the message to `status` at `now` (the caller has applied the rank
+    /// guard), recording when it got there.
+    pub fn set_status(&mut self, status: MessageStatus, now: DateTime<Utc>) {
+        self.status = status;
+        self.updated_at = now;
+        self.reached.mark(status, now);
+    }
+
+    /// The statuses the message went through, oldest first: `queued` at
+    /// `created_at`, then each later status it reached, `failed` with its reason.
+    pub fn history(&self) -> Vec<StatusStep> {
+        let step = |status, at| StatusStep {
+            status,
+            at,
+            error_code: None,
+            error_message: None,
+        };
+        let r = &self.reached;
+        let mut out = vec![step(MessageStatus::Queued, self.created_at)];
+        for (status, at) in [
+            (MessageStatus::Sent, r.sent_at),
+            (MessageStatus::Delivered, r.delivered_at),
+            (MessageStatus::Read, r.read_at),
+        ] {
+            if let Some(at) = at {
+                out.push(step(status, at));
+            }
+        }
+        if let Some(at) = r.failed_at {
+            out.push(StatusStep {
+                error_code: self.error_code.clone(),
+                error_message: self.error_message.clone(),
+                ..step(MessageStatus::Failed, at)
+            });
+        }
+        out
+    }
 }
 
 /// Which statuses a per-message delivery report is sent for.
@@ -287,5 +383,70 @@ mod tests {
         assert!(!ReportType::All.wants(Read));
         assert!(!ReportType::Final.wants(Sent));
         assert!(ReportType::Final.wants(Failed));
+    }
+
+    fn message(channel: Channel, at: DateTime<Utc>) -> MessageRecord {
+        MessageRecord {
+            message_id: Uuid::nil(),
+            app_id: Uuid::nil(),
+            channel,
+            to: "255712345678".into(),
+            status: Queued,
+            error_code: None,
+            error_message: None,
+            sender_id: None,
+            provider_message_id: None,
+            purpose: Purpose::Message,
+            body: None,
+            attempts: 0,
+            report: None,
+            created_at: at,
+            updated_at: at,
+            reached: StatusTimes::default(),
+        }
+    }
+
+    fn steps(m: &MessageRecord) -> Vec<(MessageStatus, i64)> {
+        m.history()
+            .iter()
+            .map(|s| (s.status, s.at.timestamp_millis()))
+            .collect()
+    }
+
+    #[test]
+    fn history_lists_each_status_reached_in_order() {
+        let t = |ms| DateTime::from_timestamp_millis(ms).unwrap();
+        let mut m = message(Channel::Whatsapp, t(1_000));
+        assert_eq!(steps(&m), [(Queued, 1_000)]);
+        // A delivered report overtaking the provider's receipt: sent is skipped.
+        m.set_status(Delivered, t(1_200));
+        m.set_status(Read, t(1_500));
+        assert_eq!(m.updated_at, t(1_500));
+        assert_eq!(
+            steps(&m),
+            [(Queued, 1_000), (Delivered, 1_200), (Read, 1_500)]
+        );
+        // A status reached twice (a replayed write) keeps its first time.
+        m.reached.mark(Delivered, t(9_000));
+        assert_eq!(m.reached.delivered_at, Some(t(1_200)));
+        assert!(m.history().iter().all(|s| s.error_code.is_none()));
+    }
+
+    #[test]
+    fn a_failed_step_carries_its_reason() {
+        let t = |ms| DateTime::from_timestamp_millis(ms).unwrap();
+        let mut m = message(Channel::Sms, t(1_000));
+        m.set_status(Sent, t(1_100));
+        m.error_code = Some("undeliverable".into());
+        m.error_message = Some("handset off".into());
+        m.set_status(Failed, t(1_300));
+        let h = m.history();
+        assert_eq!(steps(&m), [(Queued, 1_000), (Sent, 1_100), (Failed, 1_300)]);
+        assert_eq!(h[1].error_code, None);
+        assert_eq!(h[2].error_code.as_deref(), Some("undeliverable"));
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json[0].get("error_code"), None, "absent, not null");
+        assert_eq!(json[2]["error_message"], "handset off");
+        assert_eq!(json[2]["status"], "failed");
     }
 }

@@ -141,17 +141,16 @@ fn apply_update(
         return (applied, Outbox::default(), Ticket::done());
     }
     let now = shared.clock.now();
-    rec.status = update.status;
-    rec.updated_at = now;
+    if update.status == MessageStatus::Failed {
+        rec.error_code = update.error_code.or_else(|| Some("failed".into()));
+        rec.error_message = update.error_message;
+    }
+    rec.set_status(update.status, now);
     if rec.provider_message_id.is_none() {
         rec.provider_message_id = update.provider_message_id;
     }
     if let Some(attempts) = update.attempts {
         rec.attempts = attempts;
-    }
-    if update.status == MessageStatus::Failed {
-        rec.error_code = update.error_code.or_else(|| Some("failed".into()));
-        rec.error_message = update.error_message;
     }
     let outbox = status_events(&shared.webhooks, rec, now);
     let mut changes = vec![Change::Message(rec.clone())];

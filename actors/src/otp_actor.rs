@@ -261,6 +261,7 @@ impl Handler<Issue> for OtpActor {
                 report: None,
                 created_at: now,
                 updated_at: now,
+                reached: Default::default(),
             };
             changes.push(Change::Message(record.clone()));
             let outbound = OutboundMessage {

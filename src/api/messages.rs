@@ -5,12 +5,14 @@
 //! the text length, the sender ID and the delivery-report URL, and commits the
 //! message as `queued` before the provider is called — hence 202. What happens next
 //! (sent, delivered, failed) is visible through `GET /v1/messages/{message_id}`, the
-//! channel webhook and the message's own delivery reports.
+//! channel webhook and the message's own delivery reports;
+//! `GET /v1/messages/{message_id}/history` (an otpd addition) lists every status
+//! the message reached and when.
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use otpd_actors::message::{Channel, MessageStatus, ReportType};
+use otpd_actors::message::{Channel, MessageStatus, ReportType, StatusStep};
 use otpd_actors::runtime::{DeliveryReportRequest, SendMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -97,6 +99,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint::new("/messages").post(|r| r.to(send_message)),
         Endpoint::new("/messages/{message_id}").get(|r| r.to(get_message)),
+        Endpoint::new("/messages/{message_id}/history").get(|r| r.to(get_message_history)),
     ]
 }
 
@@ -156,4 +159,42 @@ pub async fn get_message(
     let message_id = path_uuid(&req, "message_id", "message")?;
     let record = state.runtime.message(&auth.0, message_id).await?;
     Ok(Reply::ok(&record)?.into_response())
+}
+
+/// The answer of `GET /v1/messages/{message_id}/history`.
+#[derive(Debug, Serialize)]
+struct HistoryData {
+    message_id: Uuid,
+    status: MessageStatus,
+    history: Vec<StatusStep>,
+}
+
+/// `GET /v1/messages/{message_id}/history`: the statuses a message reached, oldest
+/// first. Not in SPEC (an addition that changes no SPEC-defined response); 404 as
+/// for `GET /v1/messages/{message_id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{message_id}/history",
+    tag = "messages",
+    summary = "A message's status history",
+    security(("apiKey" = [])),
+    params(("message_id" = Uuid, Path, description = "The message")),
+    responses(
+        (status = 200, description = "Its history", body = schemas::MessageHistory),
+        (status = 404, description = "No such message", body = ErrorEnvelope),
+    )
+)]
+pub async fn get_message_history(
+    state: web::Data<ApiState>,
+    auth: Authenticated,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let message_id = path_uuid(&req, "message_id", "message")?;
+    let record = state.runtime.message(&auth.0, message_id).await?;
+    let data = HistoryData {
+        message_id: record.message_id,
+        status: record.status,
+        history: record.history(),
+    };
+    Ok(Reply::ok(&data)?.into_response())
 }

@@ -52,6 +52,7 @@ pub const PROVIDER_TOKEN: &str = "providerToken";
         otp::status,
         messages::send_message,
         messages::get_message,
+        messages::get_message_history,
         providers::report_status,
         webhooks::create,
         webhooks::list,

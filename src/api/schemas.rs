@@ -224,6 +224,34 @@ pub struct MessageRecord {
     updated_at: DateTime<Utc>,
 }
 
+/// A message's status history (`GET /v1/messages/{message_id}/history`; an otpd
+/// addition beyond SPEC section 7).
+#[derive(ToSchema)]
+pub struct MessageHistory {
+    /// Id.
+    message_id: Uuid,
+    /// The current status (the last step).
+    status: MessageStatus,
+    /// Every status the message reached, oldest first, starting with `queued` at
+    /// its creation. A status it skipped (a `delivered` report that came before the
+    /// provider's receipt) is absent; a message stored before otpd recorded
+    /// histories has only `queued` and its status at that time.
+    history: Vec<MessageStatusStep>,
+}
+
+/// One step of a message's status history.
+#[derive(ToSchema)]
+pub struct MessageStatusStep {
+    /// The status reached.
+    status: MessageStatus,
+    /// When (RFC 3339, milliseconds).
+    at: DateTime<Utc>,
+    /// On the `failed` step: the machine-readable reason.
+    error_code: Option<String>,
+    /// On the `failed` step: the detail.
+    error_message: Option<String>,
+}
+
 /// The answer of `POST /v1/providers/status`.
 #[derive(ToSchema)]
 pub struct Applied {

@@ -104,6 +104,7 @@ impl Runtime {
             report,
             created_at: now,
             updated_at: now,
+            reached: Default::default(),
         };
         let outbound = OutboundMessage {
             message_id: record.message_id,

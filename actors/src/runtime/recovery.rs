@@ -66,11 +66,10 @@ impl Runtime {
                     }
                     None => {
                         let mut superseded = record;
-                        superseded.status = MessageStatus::Failed;
                         superseded.error_code = Some("superseded".into());
                         superseded.error_message =
                             Some("otpd stopped before sending and the OTP was no longer pending at restart".into());
-                        superseded.updated_at = self.inner.shared.clock.now();
+                        superseded.set_status(MessageStatus::Failed, self.inner.shared.clock.now());
                         self.inner
                             .shared
                             .snapshot

@@ -3,12 +3,15 @@
 //!
 //! Written by [`Change::Message`](super::Change::Message) in the writer.
 
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::{parse_uuid, uuid_text, StorageError};
 use crate::clock::from_millis;
-use crate::message::{MessageRecord, MessageStatus, Purpose, ReportTarget, ReportType};
+use crate::message::{
+    MessageRecord, MessageStatus, Purpose, ReportTarget, ReportType, StatusTimes,
+};
 
 fn message_from_row(
     r: &rusqlite::Row<'_>,
@@ -51,6 +54,12 @@ fn message_from_row(
                     },
                     secret: r.get(16).ok().flatten(),
                 }),
+            reached: StatusTimes {
+                sent_at: time(r, 17)?,
+                delivered_at: time(r, 18)?,
+                read_at: time(r, 19)?,
+                failed_at: time(r, 20)?,
+            },
         })
     };
     Ok(build())
@@ -59,7 +68,12 @@ fn message_from_row(
 const MESSAGE_COLUMNS: &str =
     "message_id, app_id, channel, recipient, body, sender_id, purpose, status,
      error_code, error_message, provider_message_id, attempts, created_at, updated_at,
-     report_url, report_type, report_secret";
+     report_url, report_type, report_secret, sent_at, delivered_at, read_at, failed_at";
+
+/// An optional millisecond timestamp column.
+fn time(r: &rusqlite::Row<'_>, idx: usize) -> Result<Option<DateTime<Utc>>, StorageError> {
+    Ok(r.get::<_, Option<i64>>(idx)?.map(from_millis))
+}
 
 /// Loads one message of an app.
 pub fn load_message(

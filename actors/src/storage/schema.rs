@@ -11,6 +11,8 @@
 //! | 1 | 8e8cb5d | meta, apps, api_keys, otp_state, messages, idempotency |
 //! | 2 | 55a498f | webhooks, events, deliveries, delivery_attempts |
 //! | 3 | aeddb01 | the `report_url`, `report_type`, `report_secret` columns of messages |
+//! | 4 | f9790ca | retired: see [`RETIRED_V4`] |
+//! | 5 | the message-history change (issue 10) | the `sent_at`, `delivered_at`, `read_at`, `failed_at` columns of messages |
 //!
 //! Versions 1 to 3 were written by a `SCHEMA` constant of `CREATE ... IF NOT EXISTS`
 //! statements ending in `PRAGMA user_version = N`; version 3 added the report
@@ -19,16 +21,17 @@
 //! statements, so a file upgraded here matches one the old code made; the frozen
 //! `fixtures/schema_v*.sql` and the tests at the bottom hold them to it.
 //!
-//! To change the schema: append a migration (never edit a landed one) and write its
-//! test from a database of the previous version. Version 4 is taken (see
-//! [`RETIRED_V4`]): the next new version is 5.
+//! To change the schema: append a migration (never edit a landed one) taking the
+//! current version to the next, and write its test from a database of the previous
+//! version (a frozen `fixtures/schema_v*.sql` of it). Version 4 is taken (see
+//! [`RETIRED_V4`]): version 5 follows 3 directly.
 
 use rusqlite::Connection;
 
 use super::StorageError;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].to;
 
 /// Version 4 existed briefly in main's history (f9790ca to ad628a4, never in a
 /// release): version 3 plus a `deliveries(event_id)` index for retention. It was
@@ -36,19 +39,15 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// code of that time went back to writing `user_version = 3`, leaving the index in
 /// place. A file at 4 is therefore exactly "3 plus that index", and someone who ran
 /// such a build expects it to open: it is brought back to 3 by dropping the index
-/// (which only slowed writes) rather than refused as "newer". That is why the next
-/// real schema change must be version 5, never 4.
+/// (which only slowed writes) rather than refused as "newer". That is why the
+/// migration after 3 is version 5, never 4.
 const RETIRED_V4: i64 = 4;
-
-// Appending a migration to 4 would make a retired file look current: skip to 5.
-const _: () = assert!(
-    RETIRED_V4 > SCHEMA_VERSION,
-    "version 4 is retired (see RETIRED_V4): the next migration needs its own handling"
-);
 
 /// One step of the schema's history.
 struct Migration {
-    /// The version this step produces (`MIGRATIONS[n].to == n + 1`).
+    /// The version this step applies to.
+    from: i64,
+    /// The version this step produces.
     to: i64,
     /// What it adds, for the log line.
     adds: &'static str,
@@ -56,24 +55,44 @@ struct Migration {
     apply: fn(&Connection) -> Result<(), StorageError>,
 }
 
-/// Every migration, oldest first.
-const MIGRATIONS: [Migration; 3] = [
+/// Every migration, oldest first; each starts where the one before ended, except
+/// that 3 goes to 5 (see [`RETIRED_V4`], whose file is first taken back to 3).
+const MIGRATIONS: [Migration; 4] = [
     Migration {
+        from: 0,
         to: 1,
         adds: "meta, apps, api_keys, otp_state, messages, idempotency",
         apply: |conn| Ok(conn.execute_batch(V1)?),
     },
     Migration {
+        from: 1,
         to: 2,
         adds: "webhooks, events, deliveries, delivery_attempts",
         apply: |conn| Ok(conn.execute_batch(V2)?),
     },
     Migration {
+        from: 2,
         to: 3,
         adds: "messages report_url, report_type, report_secret",
         apply: add_report_columns,
     },
+    Migration {
+        from: 3,
+        to: 5,
+        adds: "messages sent_at, delivered_at, read_at, failed_at",
+        apply: add_status_times,
+    },
 ];
+
+// Version 4 is neither produced by a migration nor current: a file at 4 is the
+// retired one.
+const _: () = {
+    let mut i = 0;
+    while i < MIGRATIONS.len() {
+        assert!(MIGRATIONS[i].to != RETIRED_V4, "version 4 is retired");
+        i += 1;
+    }
+};
 
 /// Version 1 (8e8cb5d): apps and keys, OTP state, messages, idempotency.
 const V1: &str = r#"
@@ -149,6 +168,32 @@ fn add_report_columns(conn: &Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The status-time columns version 5 added to `messages`, with the status each
+/// records.
+const STATUS_TIME_COLUMNS: [(&str, &str); 4] = [
+    ("sent_at", "sent"),
+    ("delivered_at", "delivered"),
+    ("read_at", "read"),
+    ("failed_at", "failed"),
+];
+
+/// Version 5: when a message reached each status (its history). Finishes a
+/// version-3 file the unversioned code left without report columns first.
+///
+/// A message stored before this version keeps the one time it is known to have:
+/// that of its current status, which its `updated_at` recorded; the statuses it
+/// passed through on the way have no time and are left out of its history.
+fn add_status_times(conn: &Connection) -> Result<(), StorageError> {
+    add_report_columns(conn)?;
+    for (column, status) in STATUS_TIME_COLUMNS {
+        conn.execute_batch(&format!(
+            "ALTER TABLE messages ADD COLUMN {column} INTEGER;
+             UPDATE messages SET {column} = updated_at WHERE status = '{status}';"
+        ))?;
+    }
+    Ok(())
+}
+
 fn message_columns(conn: &Connection) -> Result<Vec<String>, StorageError> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('messages')")?;
     let columns = stmt
@@ -164,15 +209,15 @@ pub(super) fn user_version(conn: &Connection) -> Result<i64, StorageError> {
 
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses it.
 ///
-/// A file at the current version with its report columns is only read, never
-/// written. One at 3 without them was left by the unversioned code, which set
+/// A file at the current version is only read, never written. One at 3 without
+/// its report columns was left by the unversioned code, which set
 /// `user_version = 3` before adding the columns, each statement committing alone:
 /// a crash in between left a version-3 file without them, which that code finished
-/// at its next open, and so does this.
+/// at its next open; the step to 5 finishes it too.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StorageError> {
     let found = user_version(conn)?;
     refuse_unknown(found)?;
-    if found == SCHEMA_VERSION && has_report_columns(conn)? {
+    if found == SCHEMA_VERSION {
         return Ok(());
     }
     // One transaction per step; each re-reads the version under the write lock,
@@ -194,19 +239,17 @@ fn step(conn: &Connection) -> Result<Option<i64>, StorageError> {
     let from = user_version(conn)?;
     refuse_unknown(from)?;
     if from == RETIRED_V4 {
+        tracing::debug!(from, to = 3, "dropping the retired version 4's index");
         conn.execute_batch("DROP INDEX IF EXISTS deliveries_event")?;
-        set_user_version(conn, SCHEMA_VERSION)?;
-        return Ok(Some(SCHEMA_VERSION));
+        set_user_version(conn, 3)?;
+        return Ok(Some(3));
     }
     if from == SCHEMA_VERSION {
-        // Only the half-upgraded case from migrate's doc; a no-op otherwise.
-        add_report_columns(conn)?;
         return Ok(None);
     }
-    // 0 <= from < SCHEMA_VERSION here, so there is always a step.
-    let migration = usize::try_from(from)
-        .ok()
-        .and_then(|n| MIGRATIONS.get(n))
+    let migration = MIGRATIONS
+        .iter()
+        .find(|m| m.from == from)
         .ok_or_else(|| StorageError::Corrupt(format!("no migration from user_version {from}")))?;
     tracing::debug!(
         from,
@@ -222,7 +265,7 @@ fn step(conn: &Connection) -> Result<Option<i64>, StorageError> {
 /// Refuses versions this build cannot read: newer than it knows, or negative (not
 /// written by otpd).
 pub(super) fn refuse_unknown(found: i64) -> Result<(), StorageError> {
-    if found > RETIRED_V4 {
+    if found > SCHEMA_VERSION {
         return Err(StorageError::SchemaTooNew {
             found,
             supported: SCHEMA_VERSION,
@@ -232,13 +275,6 @@ pub(super) fn refuse_unknown(found: i64) -> Result<(), StorageError> {
         return Err(StorageError::Corrupt(format!("user_version {found}")));
     }
     Ok(())
-}
-
-fn has_report_columns(conn: &Connection) -> Result<bool, StorageError> {
-    let columns = message_columns(conn)?;
-    Ok(REPORT_COLUMNS
-        .iter()
-        .all(|wanted| columns.iter().any(|c| c == wanted)))
 }
 
 fn set_user_version(conn: &Connection, version: i64) -> Result<(), StorageError> {

@@ -22,6 +22,7 @@ const V1: &str = include_str!("fixtures/schema_v1.sql");
 const V2: &str = include_str!("fixtures/schema_v2.sql");
 const V3: &str = include_str!("fixtures/schema_v3.sql");
 const V4: &str = include_str!("fixtures/schema_v4.sql");
+const V5: &str = include_str!("fixtures/schema_v5.sql");
 
 const APP: &str = "11111111-1111-4111-8111-111111111111";
 const KEY_ID: &str = "22222222-2222-4222-8222-222222222222";
@@ -166,11 +167,23 @@ fn schema_cookie(conn: &Connection) -> i64 {
         .unwrap()
 }
 
-/// The shape of a file the last unversioned otpd created.
-fn v3_shape() -> Vec<String> {
+/// The shape of a file at the current version.
+fn current_shape() -> Vec<String> {
     let conn = Connection::open_in_memory().unwrap();
-    conn.execute_batch(V3).unwrap();
+    conn.execute_batch(V5).unwrap();
     shape(&conn)
+}
+
+/// The frozen schema of each version a migration starts from or produces.
+fn historical(version: i64) -> &'static str {
+    match version {
+        0 => "",
+        1 => V1,
+        2 => V2,
+        3 => V3,
+        5 => V5,
+        other => panic!("no fixture for version {other}"),
+    }
 }
 
 /// Rows from before the upgrade read back through the normal loaders.
@@ -269,6 +282,7 @@ async fn assert_new_writes_work(path: &Path) {
         }),
         created_at: now,
         updated_at: now,
+        reached: Default::default(),
     };
     let webhook = Webhook {
         id: "wh_new".into(),
@@ -330,6 +344,25 @@ async fn assert_new_writes_work(path: &Path) {
         m.report, message.report,
         "the version 3 columns are written"
     );
+    assert_eq!(m.history().len(), 1, "queued only");
+    let mut later = m.clone();
+    later.set_status(MessageStatus::Sent, from_millis(T0 + 61_000));
+    later.error_code = Some("undeliverable".into());
+    later.set_status(MessageStatus::Failed, from_millis(T0 + 62_000));
+    snap.write(vec![Change::Message(later.clone())])
+        .committed()
+        .await
+        .unwrap();
+    let again = snap
+        .read(move |c| storage::load_message(c, &app_id(), &id))
+        .await
+        .unwrap()
+        .expect("the message again");
+    assert_eq!(
+        again.reached, later.reached,
+        "the version 5 columns are written"
+    );
+    assert_eq!(again.history(), later.history());
     let (d, attempts) = d.expect("the new delivery");
     assert_eq!(d.status, DeliveryStatus::Pending);
     assert_eq!(attempts.len(), 1);
@@ -339,22 +372,25 @@ async fn assert_new_writes_work(path: &Path) {
 }
 
 #[test]
-fn migrations_are_numbered_in_order() {
-    for (n, m) in MIGRATIONS.iter().enumerate() {
-        assert_eq!(m.to, n as i64 + 1, "{}", m.adds);
+fn migrations_are_chained_in_order() {
+    let mut at = 0;
+    for m in &MIGRATIONS {
+        assert_eq!(m.from, at, "{}", m.adds);
+        assert!(m.to > m.from && m.to != RETIRED_V4, "{}", m.adds);
+        at = m.to;
     }
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(at, SCHEMA_VERSION);
 }
 
 #[test]
 fn each_migration_turns_one_historical_schema_into_the_next() {
-    let history = ["", V1, V2, V3];
-    for (n, m) in MIGRATIONS.iter().enumerate() {
+    for m in &MIGRATIONS {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(history[n]).unwrap();
+        conn.execute_batch(historical(m.from)).unwrap();
         (m.apply)(&conn).unwrap();
         let next = Connection::open_in_memory().unwrap();
-        next.execute_batch(history[n + 1]).unwrap();
+        next.execute_batch(historical(m.to)).unwrap();
         assert_eq!(
             shape(&conn),
             shape(&next),
@@ -366,12 +402,12 @@ fn each_migration_turns_one_historical_schema_into_the_next() {
 }
 
 #[tokio::test]
-async fn a_new_database_runs_every_migration_and_matches_the_last_unversioned_schema() {
+async fn a_new_database_runs_every_migration_and_matches_the_current_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.sqlite3");
     let conn = open(&path).unwrap();
     assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-    assert_eq!(shape(&conn), v3_shape());
+    assert_eq!(shape(&conn), current_shape());
     drop(conn);
     assert_new_writes_work(&path).await;
 }
@@ -400,7 +436,7 @@ async fn a_version_1_database_is_migrated_to_the_current_version() {
     let path = old_database(dir.path(), V1, &[v1_rows()]);
     let conn = open(&path).unwrap();
     assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-    assert_eq!(shape(&conn), v3_shape());
+    assert_eq!(shape(&conn), current_shape());
     assert_v1_rows_load(&conn);
     assert!(storage::load_webhooks(&conn).unwrap().is_empty());
     drop(conn);
@@ -413,7 +449,7 @@ async fn a_version_2_database_is_migrated_to_the_current_version() {
     let path = old_database(dir.path(), V2, &[v1_rows(), v2_rows()]);
     let conn = open(&path).unwrap();
     assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-    assert_eq!(shape(&conn), v3_shape());
+    assert_eq!(shape(&conn), current_shape());
     assert_v1_rows_load(&conn);
     assert_v2_rows_load(&conn);
     drop(conn);
@@ -421,18 +457,46 @@ async fn a_version_2_database_is_migrated_to_the_current_version() {
 }
 
 #[tokio::test]
-async fn a_version_3_database_from_before_versioned_migrations_opens_unchanged() {
+async fn a_version_3_database_is_migrated_and_its_messages_keep_the_time_of_their_status() {
     let dir = tempfile::tempdir().unwrap();
     let path = old_database(dir.path(), V3, &[v1_rows(), v2_rows(), v3_rows()]);
-    let cookie = schema_cookie(&Connection::open(&path).unwrap());
     let conn = open(&path).unwrap();
     assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-    assert_eq!(schema_cookie(&conn), cookie, "nothing to migrate");
+    assert_eq!(shape(&conn), current_shape());
     assert_v1_rows_load(&conn);
     assert_v2_rows_load(&conn);
     assert_v3_rows_load(&conn);
+    assert_old_messages_have_a_history(&conn);
     drop(conn);
     assert_new_writes_work(&path).await;
+}
+
+/// Messages from before version 5: `queued` at their creation, then their status
+/// at the `updated_at` the old row had (the statuses between are unknown).
+fn assert_old_messages_have_a_history(conn: &Connection) {
+    let load = |id: &str| {
+        storage::load_message(conn, &app_id(), &Uuid::parse_str(id).unwrap())
+            .unwrap()
+            .expect("the old message")
+    };
+    let steps = |m: &MessageRecord| -> Vec<(MessageStatus, i64)> {
+        m.history()
+            .iter()
+            .map(|s| (s.status, s.at.timestamp_millis()))
+            .collect()
+    };
+    let sent = load(MESSAGE);
+    assert_eq!(sent.reached.sent_at, Some(from_millis(T0)));
+    assert_eq!(
+        steps(&sent),
+        [(MessageStatus::Queued, T0), (MessageStatus::Sent, T0)]
+    );
+    let delivered = load(REPORTED);
+    assert_eq!(delivered.reached.sent_at, None, "not known");
+    assert_eq!(
+        steps(&delivered),
+        [(MessageStatus::Queued, T0), (MessageStatus::Delivered, T0)]
+    );
 }
 
 fn page_size(conn: &Connection) -> i64 {
@@ -472,14 +536,14 @@ async fn a_version_3_database_left_without_its_report_columns_is_finished() {
     let path = old_database(dir.path(), &half, &[v1_rows(), v2_rows()]);
     let conn = open(&path).unwrap();
     assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-    assert_eq!(shape(&conn), v3_shape());
+    assert_eq!(shape(&conn), current_shape());
     assert_v1_rows_load(&conn);
     drop(conn);
     assert_new_writes_work(&path).await;
 }
 
 #[tokio::test]
-async fn a_version_4_database_goes_back_to_3_without_the_retired_index() {
+async fn a_version_4_database_loses_the_retired_index_and_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = old_database(dir.path(), V4, &[v1_rows(), v2_rows(), v3_rows()]);
     let found = user_version(&Connection::open(&path).unwrap()).unwrap();
@@ -494,10 +558,11 @@ async fn a_version_4_database_goes_back_to_3_without_the_retired_index() {
         )
         .unwrap();
     assert_eq!(index, 0, "the retired index is dropped");
-    assert_eq!(shape(&conn), v3_shape());
+    assert_eq!(shape(&conn), current_shape());
     assert_v1_rows_load(&conn);
     assert_v2_rows_load(&conn);
     assert_v3_rows_load(&conn);
+    assert_old_messages_have_a_history(&conn);
     drop(conn);
     assert_new_writes_work(&path).await;
 }
@@ -505,14 +570,14 @@ async fn a_version_4_database_goes_back_to_3_without_the_retired_index() {
 #[test]
 fn a_database_from_a_newer_otpd_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let path = old_database(dir.path(), &format!("{V3}\nPRAGMA user_version = 5;"), &[]);
+    let path = old_database(dir.path(), &format!("{V5}\nPRAGMA user_version = 6;"), &[]);
     let cookie = schema_cookie(&Connection::open(&path).unwrap());
     let err = open(&path).unwrap_err();
     assert!(
         matches!(
             err,
             StorageError::SchemaTooNew {
-                found: 5,
+                found: 6,
                 supported: SCHEMA_VERSION
             }
         ),
@@ -528,10 +593,10 @@ fn a_database_from_a_newer_otpd_is_refused_and_left_alone() {
     };
     assert!(matches!(
         Snapshot::open(&config),
-        Err(StorageError::SchemaTooNew { found: 5, .. })
+        Err(StorageError::SchemaTooNew { found: 6, .. })
     ));
     let conn = Connection::open(&path).unwrap();
-    assert_eq!(user_version(&conn).unwrap(), 5);
+    assert_eq!(user_version(&conn).unwrap(), 6);
     assert_eq!(
         schema_cookie(&conn),
         cookie,

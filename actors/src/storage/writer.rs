@@ -436,12 +436,15 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
             sql.run(
                 "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
                  status, error_code, error_message, provider_message_id, attempts, created_at, updated_at,
-                 report_url, report_type, report_secret)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 report_url, report_type, report_secret, sent_at, delivered_at, read_at, failed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21)
                  ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,
                  error_code = excluded.error_code, error_message = excluded.error_message,
                  provider_message_id = excluded.provider_message_id, attempts = excluded.attempts,
-                 body = excluded.body, updated_at = excluded.updated_at", params![
+                 body = excluded.body, updated_at = excluded.updated_at,
+                 sent_at = excluded.sent_at, delivered_at = excluded.delivered_at,
+                 read_at = excluded.read_at, failed_at = excluded.failed_at", params![
                 uuid_text(&m.message_id),
                 uuid_text(&m.app_id),
                 m.channel.as_str(),
@@ -462,6 +465,10 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                 m.report.as_ref().map(|r| r.url.clone()),
                 m.report.as_ref().map(|r| r.report_type.as_str()),
                 m.report.as_ref().and_then(|r| r.secret.clone()),
+                m.reached.sent_at.map(to_millis),
+                m.reached.delivered_at.map(to_millis),
+                m.reached.read_at.map(to_millis),
+                m.reached.failed_at.map(to_millis),
             ])?;
         }
         Change::App(app) => {
