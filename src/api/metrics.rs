@@ -69,6 +69,7 @@ pub async fn render(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
     metrics::gauge!("otpd_delivery_endpoints_tracked").set(g.delivery_endpoints_tracked as f64);
     metrics::counter!("otpd_snapshot_commits_total").absolute(g.snapshot_commits);
     metrics::counter!("otpd_snapshot_ops_total").absolute(g.snapshot_ops);
+    metrics::counter!("otpd_snapshot_reads_total").absolute(g.snapshot_reads);
     metrics::counter!("otpd_snapshot_commit_failures_total").absolute(g.snapshot_failures);
     metrics::gauge!("otpd_snapshot_last_batch_size").set(g.snapshot_last_batch as f64);
     metrics::gauge!("otpd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -153,6 +154,10 @@ fn describe_families() {
     describe_counter!(
         "otpd_snapshot_ops_total",
         "Changes written by storage group commits since start."
+    );
+    describe_counter!(
+        "otpd_snapshot_reads_total",
+        "Storage reads (actor loads, API lookups) run on the read connections since start."
     );
     describe_counter!(
         "otpd_snapshot_commit_failures_total",

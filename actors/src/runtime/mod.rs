@@ -75,8 +75,10 @@ pub struct RuntimeGauges {
     pub delivery_endpoints_tracked: usize,
     /// Group commits so far.
     pub snapshot_commits: u64,
-    /// Operations carried by those commits.
+    /// Writes carried by those commits.
     pub snapshot_ops: u64,
+    /// Reads run on the read connections.
+    pub snapshot_reads: u64,
     /// Operations in the last commit.
     pub snapshot_last_batch: u64,
     /// Time spent in commits, in seconds.
@@ -242,6 +244,7 @@ impl Runtime {
             delivery_endpoints_tracked: self.inner.dispatcher.health_records(),
             snapshot_commits: stats.commits.load(Ordering::Relaxed),
             snapshot_ops: stats.ops.load(Ordering::Relaxed),
+            snapshot_reads: stats.reads.load(Ordering::Relaxed),
             snapshot_last_batch: stats.last_batch.load(Ordering::Relaxed),
             snapshot_commit_seconds: stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
             snapshot_failures: stats.failures.load(Ordering::Relaxed),

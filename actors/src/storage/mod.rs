@@ -10,15 +10,24 @@
 //! One bad write fails alone in its batch. Writes that can break a constraint
 //! ([`Change::App`], [`Change::ApiKey`], [`Change::Webhook`]) run in their own
 //! savepoint. The others are upserts, updates and inserts of fresh ids that cannot
-//! conflict. The run of them at the head of a batch (up to its first read or
-//! conflict-prone write; under load usually the whole batch) is applied with no
+//! conflict. The run of them at the head of a batch (up to its first maintenance
+//! step or conflict-prone write; under load usually the whole batch) is applied with no
 //! savepoint at all: if one fails, the whole transaction is rolled back and the
 //! batch replayed by the careful path below, since nothing has read those writes yet.
-//! In the careful path each run of writes between two reads shares one *segment*
-//! savepoint. If a write without its own savepoint still fails (disk full, I/O
-//! error), the segment is rolled back and replayed one write at a time, each in its
-//! own savepoint, so the failure stays with the write that caused it. Reads close
-//! the segment first, so a read never observes a write that might be undone later.
+//! In the careful path each run of writes between two maintenance steps shares one
+//! *segment* savepoint. If a write without its own savepoint still fails (disk full,
+//! I/O error), the segment is rolled back and replayed one write at a time, each in
+//! its own savepoint, so the failure stays with the write that caused it. A
+//! maintenance step ([`Snapshot::write_with`]) closes the segment first, so it never
+//! observes a write that might be undone later.
+//!
+//! Reads ([`Snapshot::read`]) are queued like writes, so each comes after every
+//! write queued before it, but the writer does not run them: once their batch has
+//! committed it hands them to two read connections on threads of their own
+//! (`readers.rs`), where each runs in its own read transaction and, under WAL, sees
+//! that commit. A read therefore observes every earlier write and only committed
+//! state, and the writer's thread — the one every commit waits on — spends no time
+//! on actor loads, API lookups or delivery-log pages.
 //!
 //! Checkpoints are off the writer's path: the writer runs with
 //! `wal_autocheckpoint = 0`, and a checkpointer thread with its own connection runs
@@ -48,6 +57,7 @@
 //! | `mod.rs` | [`Snapshot`] (the handle), [`Ticket`], [`Change`], [`StorageError`], [`open_connection`] |
 //! | `writer.rs` | the writer thread: group commit, `apply` (each [`Change`] as SQL), savepoints, segments and replay |
 //! | `checkpoint.rs` | the checkpointer thread and the writer's WAL bounding |
+//! | `readers.rs` | the read connections and their threads, which run [`Snapshot::read`]s after the commit |
 //! | `schema.rs` | the schema as versioned migrations keyed on `PRAGMA user_version` |
 //! | `schema_tests.rs`, `fixtures/` | each migration tested from a database of the previous version (frozen historical schemas) |
 //! | `otp.rs` | [`load_otp`], [`recent_otp_sends`] |
@@ -57,7 +67,7 @@
 //! | `deliveries.rs` | [`load_pending_deliveries`], [`load_delivery`], [`list_deliveries`] and [`DeliveryFilter`], [`webhook_counts`], [`failed_deliveries_between`] |
 //!
 //! Every write goes through [`Snapshot::write`] as a [`Change`]; the read modules are
-//! plain functions over a [`Connection`], run on the writer's connection through
+//! plain functions over a [`Connection`], run on a read connection through
 //! [`Snapshot::read`] (or, for admin tools, on a connection of their own).
 
 mod apps;
@@ -65,6 +75,7 @@ mod checkpoint;
 mod deliveries;
 mod messages;
 mod otp;
+mod readers;
 mod schema;
 mod webhooks;
 mod writer;
@@ -219,8 +230,10 @@ pub enum Change {
 pub struct SnapshotStats {
     /// Transactions committed.
     pub commits: AtomicU64,
-    /// Operations (writes and reads) carried by those commits.
+    /// Writes (and maintenance steps) carried by those commits.
     pub ops: AtomicU64,
+    /// Reads handed to the read connections after the commit of their batch.
+    pub reads: AtomicU64,
     /// Size of the last batch.
     pub last_batch: AtomicU64,
     /// Total commit time in microseconds.
@@ -374,8 +387,16 @@ impl Snapshot {
         let stats = Arc::new(SnapshotStats::default());
         let wal_frames = Arc::new(AtomicU64::new(0));
         let checkpointer = Checkpointer::start(&config.path, stats.clone(), wal_frames.clone())?;
-        let (tx, handle) =
-            writer::spawn(conn, config, stats.clone(), wal_frames, checkpointer, clock)?;
+        let readers = readers::Readers::start(&config.path)?;
+        let (tx, handle) = writer::spawn(
+            conn,
+            config,
+            stats.clone(),
+            wal_frames,
+            checkpointer,
+            readers,
+            clock,
+        )?;
         Ok((
             Snapshot {
                 tx,
@@ -403,7 +424,9 @@ impl Snapshot {
         }
     }
 
-    /// Runs `f` on the writer's connection, after every write queued before it.
+    /// Runs `f` on a read connection once every write queued before it has been
+    /// committed (or refused), in a read transaction of its own: it sees those
+    /// writes, and never one that is not committed.
     pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
@@ -427,9 +450,9 @@ impl Snapshot {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
     {
-        self.read(move |conn| {
-            exec(conn, "SAVEPOINT maintenance")?;
-            match f(conn) {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Maintain(Box::new(move |conn| {
+            let result = exec(conn, "SAVEPOINT maintenance").and_then(|()| match f(conn) {
                 Ok(v) => {
                     exec(conn, "RELEASE maintenance")?;
                     Ok(v)
@@ -439,9 +462,11 @@ impl Snapshot {
                     let _ = exec(conn, "RELEASE maintenance");
                     Err(e)
                 }
-            }
-        })
-        .await
+            });
+            let _ = tx.send(result);
+        }));
+        self.tx.send(op).map_err(|_| StorageError::Closed)?;
+        rx.await.unwrap_or(Err(StorageError::Closed))
     }
 
     /// Commits everything queued and stops the writer.

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension, Params, Statement};
 use tokio::sync::oneshot;
 
 use super::checkpoint::{bound_wal, Checkpointer};
+use super::readers::{ReadFn, Readers};
 use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
 use crate::clock::{to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
@@ -31,7 +32,6 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// A fixed cost, but it shows in the RSS-per-flake figure, so it stays modest.
 const WRITER_CACHE_KIB: i64 = 8_192;
 
-type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
 type Reply = oneshot::Sender<Result<(), StorageError>>;
 
 /// What the writer thread is asked to do, in queue order.
@@ -41,8 +41,12 @@ pub(super) enum Op {
         Vec<Change>,
         Option<oneshot::Sender<Result<(), StorageError>>>,
     ),
-    /// A read (or maintenance step) that sees every write queued before it.
+    /// A read that sees every write queued before it: handed to the read
+    /// connections once the batch holding it has committed.
     Read(ReadFn),
+    /// A maintenance step, run on the writer's connection inside the batch after
+    /// every write queued before it (retention: it must not race the one writer).
+    Maintain(ReadFn),
     /// Commit what is queued, stop, and say so.
     Shutdown(oneshot::Sender<()>),
 }
@@ -54,6 +58,7 @@ pub(super) fn spawn(
     stats: Arc<SnapshotStats>,
     wal_frames: Arc<AtomicU64>,
     checkpointer: Checkpointer,
+    readers: Readers,
     clock: Arc<dyn Clock>,
 ) -> Result<(mpsc::Sender<Op>, JoinHandle<()>), StorageError> {
     let (tx, rx) = mpsc::channel();
@@ -77,6 +82,8 @@ pub(super) fn spawn(
                 max_batch,
                 wal_frames,
                 checkpointer: Some(checkpointer),
+                readers,
+                reads: Vec::new(),
                 segment: Vec::new(),
                 clock,
             }
@@ -145,6 +152,10 @@ struct Writer<'c> {
     /// WAL length at the checkpointer's last pass.
     wal_frames: Arc<AtomicU64>,
     checkpointer: Option<Checkpointer>,
+    /// The read connections the batch's reads go to after its commit.
+    readers: Readers,
+    /// The reads of the batch being applied.
+    reads: Vec<ReadFn>,
     /// Writes of the open segment (kept until the segment is released, to replay them).
     segment: Vec<(Vec<Change>, Option<Reply>)>,
     /// The time stamped as `updated_at` where a change carries none.
@@ -229,10 +240,12 @@ impl Writer<'_> {
         }
     }
 
+    /// Stops the checkpointer and the read connections (after the reads they hold).
     fn stop_checkpointer(&mut self) {
         if let Some(c) = self.checkpointer.take() {
             c.stop();
         }
+        self.readers.stop();
     }
 
     /// Applies one batch; returns true when a shutdown was requested.
@@ -241,7 +254,8 @@ impl Writer<'_> {
         let now = self.clock.now();
         let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::with_capacity(batch.len());
         let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
-        let count = batch.len() as u64;
+        // Reads wait for the commit and run on the read connections: not the writer's.
+        let count = batch.iter().filter(|op| !matches!(op, Op::Read(_))).count() as u64;
         let outcome = (|| -> Result<(), StorageError> {
             self.sql.exec("BEGIN")?;
             self.apply_prefix(batch, now, &mut replies)?;
@@ -273,11 +287,12 @@ impl Writer<'_> {
                             }
                         }
                     }
-                    Op::Read(f) => {
-                        // The read may observe every write before it: release them first.
+                    Op::Maintain(f) => {
+                        // The step may observe every write before it: release them first.
                         self.release_segment(&mut replies)?;
                         f(self.sql.conn)
                     }
+                    Op::Read(f) => self.reads.push(f),
                     Op::Shutdown(done) => shutdown.push(done),
                 }
             }
@@ -315,6 +330,13 @@ impl Writer<'_> {
                 }
             }
         }
+        // Committed (or refused): the reads may now see everything queued before them.
+        self.stats
+            .reads
+            .fetch_add(self.reads.len() as u64, Ordering::Relaxed);
+        for read in self.reads.drain(..) {
+            self.readers.run(read);
+        }
         let stop = !shutdown.is_empty();
         for done in shutdown {
             let _ = done.send(());
@@ -323,9 +345,10 @@ impl Writer<'_> {
     }
 
     /// The fast path: the writes at the head of the batch that cannot break a
-    /// constraint, up to its first read or conflict-prone write, applied with no
-    /// savepoint at all (a savepoint makes SQLite copy every page it first touches
-    /// into a sub-journal). Nothing has read them yet, so if one fails the whole
+    /// constraint, up to its first maintenance step or conflict-prone write (reads
+    /// wait for the commit, so they do not end it), applied with no savepoint at all
+    /// (a savepoint makes SQLite copy every page it first touches into a
+    /// sub-journal). Nothing has read them yet, so if one fails the whole
     /// transaction can be rolled back and the batch replayed by the careful path,
     /// where every write is undone alone. On success they are taken off the batch;
     /// their replies wait for the commit like any other.
@@ -337,19 +360,23 @@ impl Writer<'_> {
     ) -> Result<(), StorageError> {
         let prefix = batch
             .iter()
-            .take_while(
-                |op| matches!(op, Op::Write(changes, _) if !changes.iter().any(may_conflict)),
-            )
+            .take_while(|op| match op {
+                Op::Write(changes, _) => !changes.iter().any(may_conflict),
+                Op::Read(_) => true,
+                Op::Maintain(_) | Op::Shutdown(_) => false,
+            })
             .count();
         let applied = batch[..prefix].iter().try_for_each(|op| match op {
             Op::Write(changes, _) => changes.iter().try_for_each(|c| apply(&self.sql, c, now)),
-            Op::Read(_) | Op::Shutdown(_) => Ok(()),
+            Op::Read(_) | Op::Maintain(_) | Op::Shutdown(_) => Ok(()),
         });
         match applied {
             Ok(()) => {
                 for op in batch.drain(..prefix) {
-                    if let Op::Write(_, Some(reply)) = op {
-                        replies.push((reply, Ok(())));
+                    match op {
+                        Op::Write(_, Some(reply)) => replies.push((reply, Ok(()))),
+                        Op::Read(f) => self.reads.push(f),
+                        _ => {}
                     }
                 }
                 Ok(())
@@ -728,8 +755,9 @@ mod tests {
     async fn a_failing_write_without_savepoint_fails_alone_after_a_replay() {
         let dir = tempfile::tempdir().unwrap();
         let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
-        // A temporary trigger makes one otp_state upsert fail mid-batch.
-        snap.read(|c| {
+        // A temporary trigger (on the writer's connection) makes one otp_state
+        // upsert fail mid-batch.
+        snap.write_with(|c| {
             c.execute_batch(
                 "CREATE TEMP TRIGGER refuse BEFORE INSERT ON otp_state
                  WHEN NEW.phone = '255700000002' BEGIN SELECT RAISE(ABORT, 'refused'); END;",

@@ -188,6 +188,7 @@ pub(crate) fn mib(kib: u64) -> f64 {
 pub(crate) struct StorageCounters {
     pub(crate) commits: u64,
     pub(crate) ops: u64,
+    pub(crate) reads: u64,
     pub(crate) micros: u64,
     pub(crate) failures: u64,
     pub(crate) checkpoints: u64,
@@ -202,6 +203,7 @@ impl StorageCounters {
         StorageCounters {
             commits: s.commits.load(Ordering::Relaxed),
             ops: s.ops.load(Ordering::Relaxed),
+            reads: s.reads.load(Ordering::Relaxed),
             micros: s.commit_micros.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
@@ -215,6 +217,7 @@ impl StorageCounters {
         StorageCounters {
             commits: self.commits - before.commits,
             ops: self.ops - before.ops,
+            reads: self.reads - before.reads,
             micros: self.micros - before.micros,
             failures: self.failures - before.failures,
             checkpoints: self.checkpoints - before.checkpoints,
@@ -255,6 +258,7 @@ impl StorageCounters {
             "commits_per_sec": (self.commits as f64 / elapsed.as_secs_f64()).round(),
             "ops": self.ops,
             "ops_per_commit": per(self.ops),
+            "reads": self.reads,
             "avg_commit_us": per(self.micros),
             "writer_busy_pct": (self.micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
             "failures": self.failures,
