@@ -264,3 +264,46 @@ pub(crate) async fn settle_storage(runtime: &Runtime) -> Duration {
     }
     started.elapsed()
 }
+
+/// The `--stats-readers` tasks: each reads the OTP overview of one app back to back
+/// until stopped, recording each read's latency (µs).
+pub(crate) struct StatsReaders {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<actix_rt::task::JoinHandle<Histogram<u64>>>,
+}
+
+impl StatsReaders {
+    /// Starts `n` reader tasks on the current arbiter (none when `n` is 0).
+    pub(crate) fn start(runtime: &Runtime, app: &Arc<App>, n: usize) -> StatsReaders {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..n)
+            .map(|_| {
+                let (runtime, app, stop) = (runtime.clone(), app.clone(), stop.clone());
+                actix_rt::spawn(async move {
+                    let mut latencies = histogram();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        if runtime.otp_stats(&app, Some("day")).await.is_err() {
+                            break;
+                        }
+                        let _ = latencies.record(started.elapsed().as_micros() as u64);
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        StatsReaders { stop, tasks }
+    }
+
+    /// Stops the tasks and merges their latencies.
+    pub(crate) async fn stop(self) -> Histogram<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = histogram();
+        for task in self.tasks {
+            if let Ok(h) = task.await {
+                let _ = all.add(h);
+            }
+        }
+        all
+    }
+}

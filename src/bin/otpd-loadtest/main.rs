@@ -101,7 +101,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -210,6 +210,12 @@ struct Args {
     /// task starts its next cycle when its last one is done).
     #[arg(long)]
     rate: Option<f64>,
+    /// Cycles mode: this many tasks that read the OTP overview
+    /// (`Runtime::otp_stats`, window `day`: the console's OTP page) back to back
+    /// for the whole run, as a busy operator console or a dashboard would; their
+    /// reads per second and latency are printed.
+    #[arg(long, default_value_t = 0)]
+    stats_readers: usize,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
@@ -373,8 +379,10 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     let load_before = loadavg();
     let cpu_before = cpu_secs();
     let started = Instant::now();
+    let readers = StatsReaders::start(&runtime, &plan.apps[0], args.stats_readers);
     let tally = run_drivers(plan.clone(), tasks, args.driver_threads).await;
     let elapsed = started.elapsed();
+    let stats_reads = readers.stop().await;
     // Let the writer drain (async durability leaves a backlog; the provider's
     // status writes trail every mode) before reading counters and memory.
     let drain = settle_storage(&runtime).await;
@@ -440,6 +448,14 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     report["writer_us_per_op"] = serde_json::json!(us_per_op);
     report["writer_ops_per_cycle"] = serde_json::json!(ops_per_cycle);
     report["completions"] = tally.timeline_json(elapsed);
+    if args.stats_readers > 0 {
+        report["stats_readers"] = serde_json::json!({
+            "tasks": args.stats_readers,
+            "reads": stats_reads.len(),
+            "per_sec": (stats_reads.len() as f64 / elapsed.as_secs_f64()).round(),
+            "latency": summary(&stats_reads),
+        });
+    }
     if let Some(p) = &pace {
         report["rate"] = p.clone();
     }
@@ -543,6 +559,16 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     );
     if let Some(p) = &pace {
         let _ = writeln!(text, "rate:             {}", pace_line(p));
+    }
+    if args.stats_readers > 0 {
+        let _ = writeln!(
+            text,
+            "stats reads:      {} by {} tasks ({:.0}/s), {}",
+            stats_reads.len(),
+            args.stats_readers,
+            stats_reads.len() as f64 / elapsed.as_secs_f64(),
+            summary_line(&stats_reads)
+        );
     }
     let _ = write!(
         text,
