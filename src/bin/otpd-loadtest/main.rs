@@ -23,7 +23,14 @@
 //! cycles), **writer µs per op** (time inside commits ÷ writer operations) and
 //! **writer ops per cycle**. The **completion timeline** (completions per 10 ms)
 //! gives completions per whole second (min / median / max) and the longest gap with
-//! none, so a periodic stall (checkpoint, WAL restart, reaping) shows.
+//! none, so a periodic stall (checkpoint, WAL restart, reaping) shows. Writer ops
+//! are writes only: reads (actor loads) run on the storage's read connections and
+//! are counted apart (`storage.reads`).
+//!
+//! **A console alongside** (`--stats-readers N`, cycle mode). N tasks read the OTP
+//! overview (`Runtime::otp_stats`, window `day`, as the console's OTP page does)
+//! back to back for the whole run; their reads per second and latency are printed,
+//! and the cycle figures show what such reads cost the service.
 //!
 //! **Open loop** (`--rate N`, any mode). Cycles (or webhook calls) start on a fixed
 //! schedule, slot k at start + k/N, whether or not earlier ones finished: whichever
