@@ -130,3 +130,15 @@ fn a_rate_that_is_not_positive_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
 }
+
+#[test]
+fn hold_mode_reports_memory_per_live_flake_and_its_slope() {
+    let r = run(&["--hold-flakes", "3000", "--concurrency", "32"]);
+    assert_eq!(r["completed"], 3000);
+    assert_eq!(r["live_actors"], 3000, "every flake's actor is kept");
+    assert!(num(&r, "rss_per_live_flake_bytes") > 0.0, "{r}");
+    assert!(
+        r["rss_per_flake_second_half_bytes"].is_number(),
+        "sampled from half the flakes on: {r}"
+    );
+}

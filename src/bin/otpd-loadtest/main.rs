@@ -45,7 +45,10 @@
 //! **Hold mode** (`--hold-flakes N`). Issues N requests (no verify) for N distinct
 //! phones with actors kept alive (`runtime.idle_actor_secs` set very large), then
 //! reports the live actor count and the resident memory each live flake costs:
-//! (RSS after − RSS before issuing) / N.
+//! (RSS after − RSS before issuing) / N, which includes the fixed costs that fill
+//! during the run (SQLite page caches, allocator arenas), and the **slope** over the
+//! second half, sampled every 5 ms: (RSS at N − RSS when N/2 were live) / (N − N/2),
+//! what one more live flake costs.
 //!
 //! Every app is created with settings that do not rate-limit the load
 //! (`resend_cooldown_secs = 0`, `max_sends_per_hour = 1000`,
@@ -387,9 +390,11 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     let cpu_before = cpu_secs();
     let started = Instant::now();
     let readers = StatsReaders::start(&runtime, &plan.apps[0], args.stats_readers);
+    let rss_sampler = hold.map(|_| RssSampler::start(runtime.clone()));
     let tally = run_drivers(plan.clone(), tasks, args.driver_threads).await;
     let elapsed = started.elapsed();
     let stats_reads = readers.stop().await;
+    let rss_samples = rss_sampler.map(RssSampler::stop).unwrap_or_default();
     // Let the writer drain (async durability leaves a backlog; the provider's
     // status writes trail every mode) before reading counters and memory.
     let drain = settle_storage(&runtime).await;
@@ -486,6 +491,13 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     if let Some(n) = hold {
         let per_flake = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / n as f64;
         report["rss_per_live_flake_bytes"] = serde_json::json!(per_flake.round());
+        // The slope over the second half: what one more live flake costs, without
+        // the fixed costs (page caches, allocator arenas) that fill during the run.
+        let mid = rss_samples.iter().find(|(live, _)| *live >= n / 2).copied();
+        let marginal = mid
+            .filter(|(live, _)| *live < n)
+            .map(|(live, rss)| rss_after.saturating_sub(rss) as f64 * 1024.0 / (n - live) as f64);
+        report["rss_per_flake_second_half_bytes"] = serde_json::json!(marginal.map(f64::round));
         let _ = writeln!(
             text,
             "requests issued:  {} of {} in {:.2} s ({:.0}/s), failed {}",
@@ -513,6 +525,13 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
             per_flake,
             per_flake / 1024.0
         );
+        if let (Some(m), Some((live, rss))) = (marginal, mid) {
+            let _ = writeln!(
+                text,
+                "RSS slope:        {m:.0} bytes per flake from {live} live flakes ({:.1} MiB) to {n} (fixed costs excluded)",
+                mib(rss)
+            );
+        }
     } else {
         report["request_code_wait"] = summary(&tally.code_wait);
         report["verify"] = summary(&tally.verify);

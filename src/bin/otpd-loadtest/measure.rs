@@ -301,3 +301,32 @@ pub(crate) fn timeline_line(t: &serde_json::Value) -> String {
         t["per_second_min"], t["per_second_median"], t["per_second_max"], t["longest_gap_ms"]
     )
 }
+
+/// Hold mode: samples (live OTP actors, RSS KiB) every 5 ms on a thread of its own,
+/// so the cost of one more live flake can be read off the second half of the run.
+pub(crate) struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(usize, u64)>>,
+}
+
+impl RssSampler {
+    pub(crate) fn start(runtime: Runtime) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                samples.push((runtime.live_actors(), proc_status_kib("VmRSS")));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            samples
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// The samples, oldest first.
+    pub(crate) fn stop(self) -> Vec<(usize, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
