@@ -367,12 +367,13 @@ fn send_message_bad_input_is_a_4xx_envelope_and_queues_nothing() {
 
 // ----- GET /v1/messages/{id} ---------------------------------------------------
 
-#[test]
-fn get_message_of_another_app_or_unknown_id_is_not_found() {
+/// `GET /v1/messages/{id}{suffix}` is 404 `not_found` for another app's message,
+/// an unknown id and a segment that is not a UUID.
+fn assert_only_the_owner_finds(suffix: &str) {
     let fx = fixture();
     let id = send(&fx, &message_body("sms"));
     let other = fx.add_app("other", otpd_actors::AppSettings::default());
-    fx.call("GET", &format!("/v1/messages/{id}"))
+    fx.call("GET", &format!("/v1/messages/{id}{suffix}"))
         .api_key(&other.api_key)
         .send()
         .assert_error(404, "not_found");
@@ -381,9 +382,15 @@ fn get_message_of_another_app_or_unknown_id_is_not_found() {
         "not-a-uuid",
         "%E2%98%83",
     ] {
-        fx.get(&format!("/v1/messages/{junk}"))
+        fx.get(&format!("/v1/messages/{junk}{suffix}"))
             .assert_error(404, "not_found");
     }
+    fx.get(&format!("/v1/messages/{id}{suffix}")).assert_ok(200);
+}
+
+#[test]
+fn get_message_of_another_app_or_unknown_id_is_not_found() {
+    assert_only_the_owner_finds("");
 }
 
 // ----- GET /v1/messages/{id}/history ----------------------------------------------
@@ -476,22 +483,12 @@ fn history_shows_a_skipped_status_as_absent_and_a_failure_with_its_reason() {
 
 #[test]
 fn history_of_another_app_or_unknown_id_is_not_found() {
-    let fx = fixture();
-    let id = send(&fx, &message_body("sms"));
-    let other = fx.add_app("other", otpd_actors::AppSettings::default());
-    fx.call("GET", &format!("/v1/messages/{id}/history"))
-        .api_key(&other.api_key)
-        .send()
-        .assert_error(404, "not_found");
-    for junk in [
-        "00000000-0000-4000-8000-000000000000",
-        "not-a-uuid",
-        "%E2%98%83",
-    ] {
-        fx.get(&format!("/v1/messages/{junk}/history"))
-            .assert_error(404, "not_found");
-    }
-    fx.call("GET", &format!("/v1/messages/{id}/history"))
+    assert_only_the_owner_finds("/history");
+    fixture()
+        .call(
+            "GET",
+            &format!("/v1/messages/{}/history", uuid::Uuid::nil()),
+        )
         .no_auth()
         .send()
         .assert_error(401, "unauthorized");
