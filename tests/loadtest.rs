@@ -49,6 +49,10 @@ fn closed_loop_cycles_report_cpu_and_writer_figures_per_cycle() {
     assert!(c["longest_gap_ms"].is_u64());
     assert!(r.get("rate").is_none(), "closed loop has no schedule");
     assert!(r.get("stats_readers").is_none(), "none asked for");
+    assert_eq!(
+        r["config"]["actors"], "local",
+        "the drivers host the actors"
+    );
 }
 
 #[test]
@@ -62,8 +66,11 @@ fn stats_readers_read_the_otp_overview_while_cycles_run() {
         "3000",
         "--stats-readers",
         "1",
+        "--actors",
+        "pool",
     ]);
     assert_eq!(r["completed"], 3000);
+    assert_eq!(r["config"]["actors"], "pool");
     assert_eq!(r["failed"], 0);
     let s = &r["stats_readers"];
     assert_eq!(s["tasks"], 1);

@@ -100,5 +100,6 @@ pub use delivery::model::{AttemptRecord, DeliveryKind, DeliveryStatus, DeliveryV
 pub use delivery::{PER_ATTEMPT, SECRET_NOT_SHOWN};
 pub use error::Error;
 pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
+pub use registry::host_actors_here;
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeGauges, SendOtp, VerifyOtp, VerifyResult};
 pub use storage::{read_apps, SnapshotStats, StorageError, SCHEMA_VERSION};

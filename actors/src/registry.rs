@@ -3,7 +3,10 @@
 //!
 //! A `DashMap` from key to the actor's address, with get-or-spawn under the shard
 //! lock, so two concurrent first calls for one key cannot start two writers. A new
-//! actor is placed on the next arbiter of the pool (one per core). An entry whose
+//! actor is placed on the next arbiter of the pool (one per core) — or, for a
+//! registry built [`Registry::local_first`], on the calling thread's own arbiter when
+//! that thread was marked with [`host_actors_here`] (an HTTP worker): the request,
+//! its actor and the reply then stay on one thread. An entry whose
 //! mailbox has closed (the actor panicked: panics are not supervised) is replaced on
 //! the next call. The reaper drops entries that are idle — untouched for the idle
 //! time ([`DONE_GRACE_MS`], two seconds, once marked done) and owing no work
@@ -11,11 +14,12 @@
 //! live working set. Idle time is the runtime clock's monotonic time
 //! ([`Clock::monotonic`]), so a test moves it with a `ManualClock`.
 
+use std::cell::Cell;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use actix::{Actor, Addr, ArbiterHandle};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
@@ -37,6 +41,30 @@ struct Slot<A: Actor> {
 /// no second actor for the key can load state the first is still changing).
 pub(crate) const DONE_GRACE_MS: u64 = 2_000;
 
+thread_local! {
+    /// Whether new actors of `local_first` registries may live on this thread.
+    static HOSTS_ACTORS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Lets the current thread, if it is an actix arbiter (an actix-web worker), host
+/// the OTP actors first called from it: each then lives on the thread that serves
+/// its requests, so a call and its reply need no hand-over between threads. A
+/// thread that is not an arbiter is left as it is.
+pub fn host_actors_here() {
+    if Arbiter::try_current().is_some() {
+        HOSTS_ACTORS.with(|h| h.set(true));
+    }
+}
+
+/// The current thread's arbiter, if it was marked by [`host_actors_here`].
+fn local_arbiter() -> Option<ArbiterHandle> {
+    if HOSTS_ACTORS.with(Cell::get) {
+        Arbiter::try_current()
+    } else {
+        None
+    }
+}
+
 type Spawn<'a, A> = Box<dyn FnOnce(&ArbiterHandle, Arc<AtomicUsize>) -> Addr<A> + 'a>;
 
 /// Map of live actors of one kind, spread over a pool of arbiters.
@@ -47,6 +75,8 @@ pub(crate) struct Registry<K, A: Actor> {
     shared_busy: Option<Arc<AtomicUsize>>,
     arbiters: Vec<ArbiterHandle>,
     next: AtomicUsize,
+    /// Whether a marked calling thread's own arbiter is preferred to the pool.
+    local_first: bool,
     /// Whose monotonic time idle and done-grace times are measured in.
     clock: Arc<dyn Clock>,
 }
@@ -59,7 +89,17 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
             shared_busy: Some(Arc::new(AtomicUsize::new(0))),
             arbiters,
             next: AtomicUsize::new(0),
+            local_first: false,
             clock,
+        }
+    }
+
+    /// This registry places a new actor on the calling thread's arbiter when that
+    /// thread was marked with [`host_actors_here`], and on the pool otherwise.
+    pub(crate) fn local_first(self) -> Self {
+        Registry {
+            local_first: true,
+            ..self
         }
     }
 
@@ -76,12 +116,17 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
     }
 
     fn new_slot(&self, now: u64, spawn: Spawn<'_, A>) -> Slot<A> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
         let busy = match &self.shared_busy {
             Some(shared) => shared.clone(),
             None => Arc::new(AtomicUsize::new(0)),
         };
-        let addr = spawn(&self.arbiters[i], busy.clone());
+        let addr = match self.local_first.then(local_arbiter).flatten() {
+            Some(home) => spawn(&home, busy.clone()),
+            None => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+                spawn(&self.arbiters[i], busy.clone())
+            }
+        };
         Slot {
             addr,
             touched: AtomicU64::new(now),
@@ -204,5 +249,69 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
     /// Registered actors.
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread::ThreadId;
+
+    use actix::{Actor, Context, Handler, Message};
+
+    use super::*;
+    use crate::clock::SystemClock;
+
+    /// An actor that says which thread it runs on.
+    struct Where;
+
+    impl Actor for Where {
+        type Context = Context<Self>;
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "ThreadId")]
+    struct Ask;
+
+    impl Handler<Ask> for Where {
+        type Result = actix::MessageResult<Ask>;
+        fn handle(&mut self, _: Ask, _: &mut Context<Self>) -> Self::Result {
+            actix::MessageResult(std::thread::current().id())
+        }
+    }
+
+    fn spawn(home: &ArbiterHandle, _: Arc<AtomicUsize>) -> Addr<Where> {
+        Where::start_in_arbiter(home, |_| Where)
+    }
+
+    #[actix_rt::test]
+    async fn a_marked_thread_hosts_the_actors_first_called_from_it() {
+        let pool = Arbiter::new();
+        let here = std::thread::current().id();
+        let local =
+            Registry::<u32, Where>::new(vec![pool.handle()], Arc::new(SystemClock)).local_first();
+        let plain = Registry::<u32, Where>::new(vec![pool.handle()], Arc::new(SystemClock));
+
+        let before = local.get_or_spawn(&1, spawn).send(Ask).await.unwrap();
+        assert_ne!(before, here, "an unmarked thread uses the pool");
+
+        host_actors_here();
+        let on_marked = local.get_or_spawn(&2, spawn).send(Ask).await.unwrap();
+        assert_eq!(on_marked, here, "a marked thread hosts its new actors");
+        let existing = local.get_or_spawn(&1, spawn).send(Ask).await.unwrap();
+        assert_eq!(existing, before, "an actor never moves");
+        let pooled = plain.get_or_spawn(&3, spawn).send(Ask).await.unwrap();
+        assert_ne!(pooled, here, "only local_first registries place locally");
+        pool.stop();
+    }
+
+    #[test]
+    fn a_thread_that_is_not_an_arbiter_is_not_marked() {
+        let marked = std::thread::spawn(|| {
+            host_actors_here();
+            HOSTS_ACTORS.with(Cell::get)
+        })
+        .join()
+        .unwrap();
+        assert!(!marked);
     }
 }

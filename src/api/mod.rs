@@ -173,6 +173,10 @@ pub fn operations() -> Vec<(Method, String)> {
 ///
 /// Call it from `App::configure` or `Scope::configure`; it also sets the default
 /// service of that App or Scope to a JSON 404, so unknown paths get the envelope.
+/// Called from the app factory, it marks the worker thread it runs on as a home
+/// for OTP actors ([`otpd_actors::host_actors_here`]): an actor lives on the worker
+/// that first called it, and the pool's arbiters keep the ones called from
+/// elsewhere.
 pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOptions) {
     let state = web::Data::new(ApiState {
         runtime,
@@ -186,6 +190,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, runtime: Runtime, options: ApiOpt
         metrics: options.metrics,
     });
     let log = RequestLog::new(options.trusted_proxies);
+    // `configure` runs on each HTTP worker's thread (actix-web calls the app
+    // factory there): each worker then hosts the OTP actors first called from it,
+    // so a request, its actor and its reply stay on one thread.
+    otpd_actors::host_actors_here();
     // Reading stops at the limit (by `Content-Length` or while streaming a chunked
     // body); `extract::json_object` turns the overflow into a 413 envelope.
     let payload = || web::PayloadConfig::new(BODY_LIMIT);

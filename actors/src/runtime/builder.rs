@@ -176,7 +176,7 @@ impl RuntimeBuilder {
             router,
             dispatcher,
             webhooks,
-            registry: Registry::new(handles, clock.clone()),
+            registry: Registry::new(handles, clock.clone()).local_first(),
             apps: AppDirectory::new(clock.clone()),
             shared,
             sender,

@@ -202,6 +202,7 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
         callbacks: Some(callbacks.clone()),
         started: Instant::now(),
         pace: args.rate.map(|r| Pace::new(r, Instant::now())),
+        local_actors: args.actors == ActorsArg::Local,
     });
     let storage_before = StorageCounters::read(&runtime);
     let (ok_before, failed_before) = runtime.deliveries_finished();

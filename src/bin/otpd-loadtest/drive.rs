@@ -20,6 +20,8 @@ pub(crate) struct Plan {
     pub(crate) started: Instant,
     /// `--rate`: the fixed schedule cycles start on (open loop); `None` = closed loop.
     pub(crate) pace: Option<Pace>,
+    /// `--local-actors`: the driver threads host the OTP actors they first call.
+    pub(crate) local_actors: bool,
 }
 
 /// How late a start may be before it counts as late: tokio's timers have 1 ms
@@ -223,6 +225,9 @@ pub(crate) async fn run_drivers(plan: Arc<Plan>, tasks: usize, threads: usize) -
         // spawn_fn runs the closure on the arbiter's thread; the driver futures
         // never cross threads, so they need not be Send.
         arbiter.spawn_fn(move || {
+            if plan.local_actors {
+                otpd_actors::host_actors_here();
+            }
             actix_rt::spawn(async move {
                 let tally = Rc::new(RefCell::new(Tally::new()));
                 let handles: Vec<_> = (t..tasks)

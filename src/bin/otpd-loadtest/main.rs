@@ -32,6 +32,12 @@
 //! back to back for the whole run; their reads per second and latency are printed,
 //! and the cycle figures show what such reads cost the service.
 //!
+//! **Actor placement** (`--actors local|pool`). By default each driver thread hosts
+//! the OTP actors it first calls (`otpd_actors::host_actors_here`), as the daemon's
+//! HTTP workers host those of their requests: a cycle then crosses threads only to
+//! the writer and back. `pool` puts them on the runtime's arbiters instead, where
+//! every call is handed from the driver's thread to the actor's and back.
+//!
 //! **Open loop** (`--rate N`, any mode). Cycles (or webhook calls) start on a fixed
 //! schedule, slot k at start + k/N, whether or not earlier ones finished: whichever
 //! driver task is free takes the next slot, so `--concurrency` is the cap on cycles
@@ -158,6 +164,16 @@ enum DeliveryDriver {
     Webhooks,
 }
 
+/// Where the OTP actors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ActorsArg {
+    /// On the driver thread that first calls them, as the daemon's HTTP workers
+    /// host theirs (`otpd_actors::host_actors_here`).
+    Local,
+    /// On the runtime's own arbiter pool (what a caller from an unmarked thread gets).
+    Pool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SynchronousArg {
     Normal,
@@ -226,6 +242,12 @@ struct Args {
     /// reads per second and latency are printed.
     #[arg(long, default_value_t = 0)]
     stats_readers: usize,
+    /// Where the OTP actors live: `local` (each driver thread hosts those it first
+    /// calls, as the daemon's HTTP workers do; they stop with the run) or `pool`
+    /// (the runtime's arbiters). Hold mode, which counts actors after the drivers
+    /// stop, always uses `pool`.
+    #[arg(long, value_enum, default_value_t = ActorsArg::Local)]
+    actors: ActorsArg,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
@@ -383,6 +405,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         callbacks: None,
         started: Instant::now(),
         pace: args.rate.map(|r| Pace::new(r, Instant::now())),
+        local_actors: args.actors == ActorsArg::Local && hold.is_none(),
     });
     let rss_before = proc_status_kib("VmRSS");
     let storage_before = StorageCounters::read(&runtime);
@@ -426,6 +449,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         "synchronous": format!("{:?}", args.synchronous).to_lowercase(),
         "arbiters": args.arbiters,
         "driver_threads": args.driver_threads.max(1),
+        "actors": if args.actors == ActorsArg::Local && hold.is_none() { "local" } else { "pool" },
         "db": args.db.as_ref().map(|p| p.display().to_string()),
     });
     let failures = tally.failures();
@@ -476,7 +500,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     use std::fmt::Write as _;
     let _ = writeln!(
         text,
-        "otpd-loadtest: mode={} phones={} apps={} concurrency={} durability={} synchronous={} arbiters={} driver_threads={} duration_limit={}s cycles_limit={}",
+        "otpd-loadtest: mode={} phones={} apps={} concurrency={} durability={} synchronous={} arbiters={} driver_threads={} actors={} duration_limit={}s cycles_limit={}",
         config["mode"].as_str().unwrap_or(""),
         n_phones,
         args.apps,
@@ -485,6 +509,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         config["synchronous"].as_str().unwrap_or(""),
         if args.arbiters == 0 { "cores".to_string() } else { args.arbiters.to_string() },
         args.driver_threads.max(1),
+        config["actors"].as_str().unwrap_or(""),
         args.duration_secs,
         args.cycles.map_or("none".to_string(), |c| c.to_string()),
     );
