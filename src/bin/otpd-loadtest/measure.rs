@@ -89,10 +89,12 @@ impl Tally {
             .collect();
         let end = ((driven.as_micros() / BUCKET.as_micros()) as usize).min(self.timeline.len());
         let first = self.timeline.iter().position(|&n| n > 0).unwrap_or(end);
-        let (mut longest, mut run) = (0usize, 0usize);
-        for &n in self.timeline.iter().take(end).skip(first) {
+        let (mut longest, mut run, mut longest_end) = (0usize, 0usize, first);
+        for (i, &n) in self.timeline.iter().enumerate().take(end).skip(first) {
             run = if n == 0 { run + 1 } else { 0 };
-            longest = longest.max(run);
+            if run > longest {
+                (longest, longest_end) = (run, i + 1);
+            }
         }
         per_sec.sort_unstable();
         serde_json::json!({
@@ -100,6 +102,8 @@ impl Tally {
             "per_second_median": per_sec[per_sec.len() / 2],
             "per_second_max": per_sec.last().copied().unwrap_or(0),
             "longest_gap_ms": (longest as u128 * BUCKET.as_millis()) as u64,
+            // When that gap began, from the start of driving.
+            "longest_gap_at_ms": ((longest_end - longest) as u128 * BUCKET.as_millis()) as u64,
         })
     }
 
@@ -297,8 +301,12 @@ pub(crate) fn pace_line(p: &serde_json::Value) -> String {
 
 pub(crate) fn timeline_line(t: &serde_json::Value) -> String {
     format!(
-        "per second min {} / median {} / max {}; longest gap without one {} ms",
-        t["per_second_min"], t["per_second_median"], t["per_second_max"], t["longest_gap_ms"]
+        "per second min {} / median {} / max {}; longest gap without one {} ms (at {} ms)",
+        t["per_second_min"],
+        t["per_second_median"],
+        t["per_second_max"],
+        t["longest_gap_ms"],
+        t["longest_gap_at_ms"]
     )
 }
 
