@@ -1,8 +1,9 @@
 //! Checkpoints and WAL bounding, off the writer's path.
 //!
 //! The writer runs with `wal_autocheckpoint = 0`. The [`Checkpointer`] thread, with
-//! its own connection, runs `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] and
-//! records the WAL's length; [`bound_wal`] is the writer's own short checkpoint,
+//! its own connection, runs `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`]
+//! (every [`CHECKPOINT_BUSY_EVERY`] while the WAL is long, to keep close behind the
+//! writer) and records the WAL's length; [`bound_wal`] is the writer's own short checkpoint,
 //! between two batches, once that length passes [`WAL_RESTART_FRAMES`].
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,10 @@ use rusqlite::Connection;
 
 use crate::clock::Stopwatch;
 
-use super::{SnapshotStats, StorageError, CHECKPOINT_EVERY, WAL_RESTART_FRAMES};
+use super::{
+    SnapshotStats, StorageError, CHECKPOINT_BUSY_EVERY, CHECKPOINT_BUSY_FRAMES, CHECKPOINT_EVERY,
+    WAL_RESTART_FRAMES,
+};
 
 /// The checkpointer thread: `wal_checkpoint(PASSIVE)` from its own connection every
 /// [`CHECKPOINT_EVERY`], so copying WAL frames into the database and the fsync that
@@ -40,27 +44,41 @@ impl Checkpointer {
         let path: PathBuf = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("otpd-checkpoint".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                let started = Stopwatch::start();
-                // (busy, frames in the WAL, frames copied into the database)
-                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                });
-                match result {
-                    Ok((_, log, _)) => {
-                        wal_frames.store(log.max(0) as u64, Ordering::Relaxed);
-                        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                        stats.checkpoint_micros.fetch_add(
-                            started.elapsed().as_micros() as u64,
-                            Ordering::Relaxed,
-                        );
+            .spawn(move || {
+                // The WAL length at the last pass, and whether that pass found it long
+                // and growing (the writer is busy): then the next pass comes soon.
+                let (mut last_log, mut busy) = (0i64, false);
+                loop {
+                    let pause = if busy {
+                        CHECKPOINT_BUSY_EVERY
+                    } else {
+                        CHECKPOINT_EVERY
+                    };
+                    match stopped.recv_timeout(pause) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, db = %path.display(), "background checkpoint failed")
+                    let started = Stopwatch::start();
+                    // (busy, frames in the WAL, frames copied into the database)
+                    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match result {
+                        Ok((_, log, _)) => {
+                            let frames = log.max(0) as u64;
+                            busy = writer_is_busy(frames, last_log, log);
+                            last_log = log;
+                            wal_frames.store(frames, Ordering::Relaxed);
+                            stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                            stats.checkpoint_micros.fetch_add(
+                                started.elapsed().as_micros() as u64,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        Err(e) => {
+                            busy = false;
+                            tracing::warn!(error = %e, db = %path.display(), "background checkpoint failed")
+                        }
                     }
                 }
             })
@@ -73,6 +91,13 @@ impl Checkpointer {
         let _ = self.stop.send(());
         let _ = self.handle.join();
     }
+}
+
+/// Whether the checkpointer should pass again soon: the WAL is long and has grown
+/// (or started over) since its last pass. An idle WAL, however long, does not keep
+/// it awake.
+fn writer_is_busy(frames: u64, last_log: i64, log: i64) -> bool {
+    frames >= CHECKPOINT_BUSY_FRAMES && log != last_log
 }
 
 /// Under sustained load a passive checkpoint never finds the WAL fully copied
@@ -94,17 +119,44 @@ pub(super) fn bound_wal(conn: &Connection, wal_frames: &AtomicU64, stats: &Snaps
             r.get::<_, i64>(2)?,
         ))
     });
+    let micros = started.elapsed().as_micros() as u64;
+    stats.wal_restart_attempts.fetch_add(1, Ordering::Relaxed);
+    stats
+        .wal_restart_micros
+        .fetch_add(micros, Ordering::Relaxed);
+    stats
+        .wal_restart_max_micros
+        .fetch_max(micros, Ordering::Relaxed);
     match result {
         Ok((0, log, done)) if log == done => {
             wal_frames.store(0, Ordering::Relaxed);
             stats.wal_restarts.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 frames = log,
-                micros = started.elapsed().as_micros() as u64,
+                micros,
                 "WAL fully checkpointed by the writer; it restarts with the next commit"
             );
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "WAL checkpoint by the writer failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpointer_hurries_only_while_a_long_wal_grows() {
+        let long = CHECKPOINT_BUSY_FRAMES as i64;
+        assert!(writer_is_busy(long as u64, 0, long), "long and grown");
+        assert!(
+            !writer_is_busy(long as u64, long, long),
+            "long but idle: the slow pace"
+        );
+        assert!(
+            !writer_is_busy(10, 5, 10),
+            "growing but short: the slow pace"
+        );
     }
 }

@@ -31,7 +31,8 @@
 //!
 //! Checkpoints are off the writer's path: the writer runs with
 //! `wal_autocheckpoint = 0`, and a checkpointer thread with its own connection runs
-//! `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`]. A passive checkpoint never
+//! `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] (every
+//! [`CHECKPOINT_BUSY_EVERY`] while the WAL is long). A passive checkpoint never
 //! blocks the writer, but under sustained load the WAL cannot restart while frames
 //! keep arriving, so when it passes [`WAL_RESTART_FRAMES`] the writer itself runs a
 //! passive checkpoint between two batches (most frames are already copied by then,
@@ -249,10 +250,28 @@ pub struct SnapshotStats {
     /// Checkpoints by the writer itself because the WAL grew too long (each lets the
     /// WAL start over at the next commit).
     pub wal_restarts: AtomicU64,
+    /// The writer's checkpoint attempts (complete or not) while the WAL is too long.
+    pub wal_restart_attempts: AtomicU64,
+    /// Total time of those attempts in microseconds (on the writer's path: no
+    /// commit happens meanwhile).
+    pub wal_restart_micros: AtomicU64,
+    /// The longest single attempt in microseconds.
+    pub wal_restart_max_micros: AtomicU64,
 }
 
 /// How often the checkpointer thread runs `wal_checkpoint(PASSIVE)`.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// How soon the checkpointer passes again after one that found the WAL at least
+/// [`CHECKPOINT_BUSY_FRAMES`] long and longer than at the pass before (an idle WAL,
+/// however long, keeps the slow pace): under sustained load it then keeps close behind
+/// the writer, so that when the writer restarts the WAL itself
+/// ([`WAL_RESTART_FRAMES`]) only a few frames are left for it to copy.
+pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(20);
+
+/// The WAL length (frames) from which the checkpointer passes every
+/// [`CHECKPOINT_BUSY_EVERY`] instead of every [`CHECKPOINT_EVERY`].
+pub const CHECKPOINT_BUSY_FRAMES: u64 = WAL_RESTART_FRAMES / 8;
 
 /// WAL length (frames, i.e. pages) after which the writer restarts the WAL itself
 /// between two batches: 16,384 frames ≈ 64 MiB with 4 KiB pages.

@@ -597,6 +597,11 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     );
     let _ = writeln!(
         text,
+        "WAL:              {} checkpoints by the checkpointer; the writer's own: {} attempts, {} restarts, {} ms in all, longest {} ms",
+        s["checkpoints"], s["wal_restart_attempts"], s["wal_restarts"], s["wal_restart_ms"], s["wal_restart_max_ms"]
+    );
+    let _ = writeln!(
+        text,
         "cpu:              {:.2} cores used by otpd-loadtest of {} = {cpu_us_per_cycle:.1} µs per cycle (load average {:.2} before, {:.2} after)",
         cpu_cores,
         std::thread::available_parallelism().map_or(0, |n| n.get()),

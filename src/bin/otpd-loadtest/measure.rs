@@ -198,6 +198,10 @@ pub(crate) struct StorageCounters {
     pub(crate) checkpoints: u64,
     pub(crate) checkpoint_micros: u64,
     pub(crate) wal_restarts: u64,
+    pub(crate) wal_restart_attempts: u64,
+    pub(crate) wal_restart_micros: u64,
+    /// Since the runtime started (a maximum cannot be differenced).
+    pub(crate) wal_restart_max_micros: u64,
     pub(crate) replays: u64,
 }
 
@@ -213,6 +217,9 @@ impl StorageCounters {
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
             checkpoint_micros: s.checkpoint_micros.load(Ordering::Relaxed),
             wal_restarts: s.wal_restarts.load(Ordering::Relaxed),
+            wal_restart_attempts: s.wal_restart_attempts.load(Ordering::Relaxed),
+            wal_restart_micros: s.wal_restart_micros.load(Ordering::Relaxed),
+            wal_restart_max_micros: s.wal_restart_max_micros.load(Ordering::Relaxed),
             replays: s.replays.load(Ordering::Relaxed),
         }
     }
@@ -227,6 +234,9 @@ impl StorageCounters {
             checkpoints: self.checkpoints - before.checkpoints,
             checkpoint_micros: self.checkpoint_micros - before.checkpoint_micros,
             wal_restarts: self.wal_restarts - before.wal_restarts,
+            wal_restart_attempts: self.wal_restart_attempts - before.wal_restart_attempts,
+            wal_restart_micros: self.wal_restart_micros - before.wal_restart_micros,
+            wal_restart_max_micros: self.wal_restart_max_micros,
             replays: self.replays - before.replays,
         }
     }
@@ -269,6 +279,9 @@ impl StorageCounters {
             "checkpoints": self.checkpoints,
             "checkpointer_busy_pct": (self.checkpoint_micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
             "wal_restarts": self.wal_restarts,
+            "wal_restart_attempts": self.wal_restart_attempts,
+            "wal_restart_ms": self.wal_restart_micros / 1000,
+            "wal_restart_max_ms": (self.wal_restart_max_micros as f64 / 100.0).round() / 10.0,
             "replays": self.replays,
         })
     }
