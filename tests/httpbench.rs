@@ -39,6 +39,15 @@ fn one_round_of_each_side_reports_rates_cpu_and_their_ratio() {
     assert_eq!(rounds.len(), 2);
     assert_eq!(rounds[0]["side"], "real");
     assert_eq!(rounds[1]["side"], "bare");
+    let writer = &r["writer"];
+    assert!(
+        writer["ops"].as_u64().unwrap() >= 3 * rounds[0]["cycles"].as_u64().unwrap(),
+        "the real side's request, receipt and verify are writer ops: {writer}"
+    );
+    assert!(
+        writer["ops_per_commit"].as_f64().unwrap() >= 1.0,
+        "{writer}"
+    );
 }
 
 #[test]

@@ -23,8 +23,9 @@
 //! one phone at once). Rounds alternate real, bare, real, bare … (`--rounds` of each,
 //! `--round-secs` long), so both see the same machine; the client's own cost is in
 //! both. Printed per round: cycles/s, CPU µs per cycle (the whole process's user +
-//! system time over the round) and cycle latency p50/p99; then the medians and the
-//! **ratio real / bare** of cycles/s.
+//! system time over the round) and cycle latency p50/p99; then the snapshot
+//! writer's commits, ops per commit and µs per op over the run (only the real side
+//! writes; warm-up included), the medians and the **ratio real / bare** of cycles/s.
 //!
 //! # How to run
 //!
@@ -96,6 +97,60 @@ impl Side {
             Side::Real => "real",
             Side::Bare => "bare",
         }
+    }
+}
+
+/// The snapshot writer's counters (only the real side writes), warm-up included.
+#[derive(Clone, Copy)]
+struct WriterCounters {
+    commits: u64,
+    ops: u64,
+    micros: u64,
+}
+
+impl WriterCounters {
+    fn read(runtime: &Runtime) -> WriterCounters {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = runtime.storage_stats();
+        WriterCounters {
+            commits: s.commits.load(Relaxed),
+            ops: s.ops.load(Relaxed),
+            micros: s.commit_micros.load(Relaxed),
+        }
+    }
+
+    fn since(self, before: WriterCounters) -> WriterCounters {
+        WriterCounters {
+            commits: self.commits - before.commits,
+            ops: self.ops - before.ops,
+            micros: self.micros - before.micros,
+        }
+    }
+
+    fn ops_per_commit(self) -> f64 {
+        self.ops as f64 / self.commits.max(1) as f64
+    }
+
+    fn us_per_op(self) -> f64 {
+        self.micros as f64 / self.ops.max(1) as f64
+    }
+
+    fn json(self) -> Value {
+        json!({
+            "commits": self.commits,
+            "ops": self.ops,
+            "ops_per_commit": (self.ops_per_commit() * 10.0).round() / 10.0,
+            "us_per_op": (self.us_per_op() * 100.0).round() / 100.0,
+        })
+    }
+
+    fn line(self) -> String {
+        format!(
+            "writer (real side, warm-up included): {} commits, {:.1} ops per commit, {:.2} µs per op",
+            self.commits,
+            self.ops_per_commit(),
+            self.us_per_op()
+        )
     }
 }
 
@@ -463,12 +518,14 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         provider,
     });
     let load_before = loadavg();
+    let writer_before = WriterCounters::read(&runtime);
     let phones = phones(args.phones);
     let driver_args = args.clone();
     let rounds = actix_rt::task::spawn_blocking(move || drive(target, phones, driver_args))
         .await
         .map_err(|e| format!("client: {e}"))??;
     let load_after = loadavg();
+    let writer = WriterCounters::read(&runtime).since(writer_before);
     real_handle.stop(true).await;
     bare_handle.stop(true).await;
     runtime.shutdown().await;
@@ -503,6 +560,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         "first_error": first_error,
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": load_after,
+        "writer": writer.json(),
     });
     let mut text = String::new();
     use std::fmt::Write as _;
@@ -527,6 +585,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             r.errors
         );
     }
+    let _ = writeln!(text, "{}", writer.line());
     let _ = write!(
         text,
         "median: real {real_rate:.0}/s ({real_cpu:.1} µs CPU), bare {bare_rate:.0}/s ({bare_cpu:.1} µs CPU); ratio real/bare {ratio:.3} (load average {load_before:.2} before, {load_after:.2} after)"
