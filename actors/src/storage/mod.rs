@@ -114,6 +114,7 @@ use crate::otp::OtpRecord;
 use crate::secrets::Digest32;
 use crate::webhooks::Webhook;
 use checkpoint::Checkpointer;
+use readers::ReadFn;
 use writer::{exec, Op};
 
 /// A storage failure. Cloneable because one failed commit answers many senders.
@@ -451,12 +452,7 @@ impl Snapshot {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let op = Op::Read(Box::new(move |conn| {
-            let _ = tx.send(f(conn));
-        }));
-        self.tx.send(op).map_err(|_| StorageError::Closed)?;
-        rx.await.unwrap_or(Err(StorageError::Closed))
+        self.call(Op::Read, f).await
     }
 
     /// Runs `f` on the writer's connection inside the group transaction, in a
@@ -469,9 +465,9 @@ impl Snapshot {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let op = Op::Maintain(Box::new(move |conn| {
-            let result = exec(conn, "SAVEPOINT maintenance").and_then(|()| match f(conn) {
+        self.call(Op::Maintain, move |conn| {
+            exec(conn, "SAVEPOINT maintenance")?;
+            match f(conn) {
                 Ok(v) => {
                     exec(conn, "RELEASE maintenance")?;
                     Ok(v)
@@ -481,8 +477,20 @@ impl Snapshot {
                     let _ = exec(conn, "RELEASE maintenance");
                     Err(e)
                 }
-            });
-            let _ = tx.send(result);
+            }
+        })
+        .await
+    }
+
+    /// Queues `f` as the op `kind` makes of it and waits for its answer.
+    async fn call<T, F>(&self, kind: fn(ReadFn) -> Op, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op = kind(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
         }));
         self.tx.send(op).map_err(|_| StorageError::Closed)?;
         rx.await.unwrap_or(Err(StorageError::Closed))

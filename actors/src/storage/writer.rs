@@ -202,7 +202,7 @@ impl Writer<'_> {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
         loop {
             let Ok(first) = self.rx.recv() else {
-                self.stop_checkpointer();
+                self.stop_helpers();
                 return;
             };
             batch.push(first);
@@ -229,7 +229,7 @@ impl Writer<'_> {
                 }
             }
             if self.process(&mut batch) {
-                self.stop_checkpointer();
+                self.stop_helpers();
                 let _ = self
                     .sql
                     .conn
@@ -240,8 +240,9 @@ impl Writer<'_> {
         }
     }
 
-    /// Stops the checkpointer and the read connections (after the reads they hold).
-    fn stop_checkpointer(&mut self) {
+    /// Stops the checkpointer and the read connections (after the reads they hold):
+    /// the threads the writer started with.
+    fn stop_helpers(&mut self) {
         if let Some(c) = self.checkpointer.take() {
             c.stop();
         }

@@ -20,7 +20,7 @@ pub(crate) struct Plan {
     pub(crate) started: Instant,
     /// `--rate`: the fixed schedule cycles start on (open loop); `None` = closed loop.
     pub(crate) pace: Option<Pace>,
-    /// `--local-actors`: the driver threads host the OTP actors they first call.
+    /// `--actors local`: the driver threads host the OTP actors they first call.
     pub(crate) local_actors: bool,
 }
 

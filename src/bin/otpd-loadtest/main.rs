@@ -391,6 +391,8 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let apps = upsert_apps(&runtime, args.apps).await?;
     let tasks = args.concurrency.min(n_phones);
+    // Hold mode counts the actors after the drivers (and their threads) stop.
+    let local_actors = args.actors == ActorsArg::Local && hold.is_none();
     let plan = Arc::new(Plan {
         runtime: runtime.clone(),
         provider: provider.clone(),
@@ -405,7 +407,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         callbacks: None,
         started: Instant::now(),
         pace: args.rate.map(|r| Pace::new(r, Instant::now())),
-        local_actors: args.actors == ActorsArg::Local && hold.is_none(),
+        local_actors,
     });
     let rss_before = proc_status_kib("VmRSS");
     let storage_before = StorageCounters::read(&runtime);
@@ -449,7 +451,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
         "synchronous": format!("{:?}", args.synchronous).to_lowercase(),
         "arbiters": args.arbiters,
         "driver_threads": args.driver_threads.max(1),
-        "actors": if args.actors == ActorsArg::Local && hold.is_none() { "local" } else { "pool" },
+        "actors": if local_actors { "local" } else { "pool" },
         "db": args.db.as_ref().map(|p| p.display().to_string()),
     });
     let failures = tally.failures();
