@@ -267,8 +267,11 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// [`CHECKPOINT_BUSY_FRAMES`] long and longer than at the pass before (an idle WAL,
 /// however long, keeps the slow pace): under sustained load it then keeps close behind
 /// the writer, so that when the writer restarts the WAL itself
-/// ([`WAL_RESTART_FRAMES`]) only a few frames are left for it to copy.
-pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(20);
+/// ([`WAL_RESTART_FRAMES`]) only a few frames are left for it to copy, and few
+/// un-synced WAL bytes for that checkpoint's fsync. 2 ms rather than 20 halves the
+/// writer's restart time and cuts the cycle p99 by a fifth (BENCHMARKS.md, "Third
+/// pass"); a pass that finds nothing new to copy costs a few microseconds.
+pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(2);
 
 /// The WAL length (frames) from which the checkpointer passes every
 /// [`CHECKPOINT_BUSY_EVERY`] instead of every [`CHECKPOINT_EVERY`].
