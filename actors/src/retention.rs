@@ -18,10 +18,11 @@
 //! rowid: it is swept in key order, a bounded page per step, round and round.
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
 use crate::config::RetentionConfig;
-use crate::storage::{Snapshot, StorageError};
+use crate::storage::{decode_sends, Snapshot, StorageError};
 
 /// How many rows each table lost in one pruning round.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -313,7 +314,7 @@ fn prune_flakes(
     from: Option<(String, String)>,
     limit: usize,
 ) -> Result<Step<Option<(String, String)>>, StorageError> {
-    type Row = (String, String, Option<String>, [Option<i64>; 3], String);
+    type Row = (String, String, Option<String>, [Option<i64>; 3], Value);
     let (app, phone) = from.clone().unwrap_or_default();
     let rows: Vec<Row> = conn
         .prepare_cached(
@@ -334,17 +335,23 @@ fn prune_flakes(
     let mut deleted = 0;
     let mut last = None;
     for (app_id, phone, status, times, sends) in rows {
+        let sends = match decode_sends((&sends).into()) {
+            Ok(sends) => sends,
+            Err(e) => {
+                // Kept: its rate-limit window is unknown. The actor refuses to load it
+                // too, so it shows up there as well.
+                tracing::warn!(error = %e, %app_id, "otp_state row with unreadable send times kept");
+                last = Some((app_id, phone));
+                continue;
+            }
+        };
         let expires_at = times[1];
         let live = status.as_deref() == Some("pending") && expires_at.is_none_or(|e| e > now);
         // The flake's own times, not the row's write time: they follow the runtime's clock.
         let latest = times
             .into_iter()
             .flatten()
-            .chain(
-                sends
-                    .split(',')
-                    .filter_map(|t| t.trim().parse::<i64>().ok()),
-            )
+            .chain(sends)
             .max()
             .unwrap_or(i64::MIN);
         if !live && latest < before {

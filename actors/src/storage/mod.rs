@@ -89,6 +89,7 @@ pub use deliveries::{
 pub use messages::{
     load_message, load_message_any, load_queued_messages, message_id_by_provider_id,
 };
+pub(crate) use otp::decode_sends;
 pub use otp::{load_otp, recent_otp_sends};
 pub use schema::SCHEMA_VERSION;
 pub use webhooks::load_webhooks;

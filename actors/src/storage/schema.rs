@@ -13,6 +13,7 @@
 //! | 3 | aeddb01 | the `report_url`, `report_type`, `report_secret` columns of messages |
 //! | 4 | f9790ca | retired: see [`RETIRED_V4`] |
 //! | 5 | the message-history change (issue 10) | the `sent_at`, `delivered_at`, `read_at`, `failed_at` columns of messages |
+//! | 6 | the compact send times (issue 7) | no DDL: `otp_state.sends` holds the compact binary form of [`encode_sends`](super::otp::encode_sends); existing rows are rewritten |
 //!
 //! Versions 1 to 3 were written by a `SCHEMA` constant of `CREATE ... IF NOT EXISTS`
 //! statements ending in `PRAGMA user_version = N`; version 3 added the report
@@ -57,7 +58,7 @@ struct Migration {
 
 /// Every migration, oldest first; each starts where the one before ended, except
 /// that 3 goes to 5 (see [`RETIRED_V4`], whose file is first taken back to 3).
-const MIGRATIONS: [Migration; 4] = [
+const MIGRATIONS: [Migration; 5] = [
     Migration {
         from: 0,
         to: 1,
@@ -81,6 +82,12 @@ const MIGRATIONS: [Migration; 4] = [
         to: 5,
         adds: "messages sent_at, delivered_at, read_at, failed_at",
         apply: add_status_times,
+    },
+    Migration {
+        from: 5,
+        to: 6,
+        adds: "otp_state send times in the compact form",
+        apply: compact_sends,
     },
 ];
 
@@ -192,6 +199,53 @@ fn add_status_times(conn: &Connection) -> Result<(), StorageError> {
         ))?;
     }
     Ok(())
+}
+
+/// Rows [`compact_sends`] rewrites per statement page.
+const COMPACT_SENDS_PAGE: i64 = 1_000;
+
+/// Version 6: rewrites every `otp_state.sends` still in the text form of versions 1–5
+/// into the compact form, in key order a page at a time (one pass over the table,
+/// however large). The declared type stays `TEXT`: SQLite keeps a blob in a `TEXT`
+/// column as it is, and changing the declaration would mean rebuilding the table.
+/// An otpd from before version 6 refuses the file (it is newer than it knows), so
+/// nothing reads the new form as text. A row whose text does not parse is left as it
+/// is, with a warning.
+fn compact_sends(conn: &Connection) -> Result<(), StorageError> {
+    let mut select = conn.prepare(
+        "SELECT app_id, phone, sends FROM otp_state WHERE (app_id, phone) > (?1, ?2)
+         ORDER BY app_id, phone LIMIT ?3",
+    )?;
+    let mut update =
+        conn.prepare("UPDATE otp_state SET sends = ?3 WHERE app_id = ?1 AND phone = ?2")?;
+    let (mut app, mut phone) = (String::new(), String::new());
+    loop {
+        let rows: Vec<(String, String, rusqlite::types::Value)> = select
+            .query_map(rusqlite::params![app, phone, COMPACT_SENDS_PAGE], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (row_app, row_phone, sends) in &rows {
+            if let rusqlite::types::Value::Text(_) = sends {
+                match super::otp::decode_sends(sends.into()) {
+                    Ok(times) => {
+                        let compact = super::otp::encode_sends(&times);
+                        update.execute(rusqlite::params![row_app, row_phone, compact])?;
+                    }
+                    // Left as it was: one damaged row must not stop the daemon from
+                    // starting. Its actor refuses to load it, as before.
+                    Err(e) => tracing::warn!(error = %e, app_id = %row_app,
+                        "otp_state row with unreadable send times left in the text form"),
+                }
+            }
+        }
+        match rows.into_iter().next_back() {
+            Some((last_app, last_phone, _)) if last_app != app || last_phone != phone => {
+                (app, phone) = (last_app, last_phone);
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 fn message_columns(conn: &Connection) -> Result<Vec<String>, StorageError> {

@@ -182,6 +182,8 @@ fn historical(version: i64) -> &'static str {
         2 => V2,
         3 => V3,
         5 => V5,
+        // Version 6 changed how one column's values are encoded, not the DDL.
+        6 => V5,
         other => panic!("no fixture for version {other}"),
     }
 }
@@ -379,7 +381,7 @@ fn migrations_are_chained_in_order() {
         assert!(m.to > m.from && m.to != RETIRED_V4, "{}", m.adds);
         at = m.to;
     }
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     assert_eq!(at, SCHEMA_VERSION);
 }
 
@@ -467,6 +469,66 @@ async fn a_version_3_database_is_migrated_and_its_messages_keep_the_time_of_thei
     assert_v2_rows_load(&conn);
     assert_v3_rows_load(&conn);
     assert_old_messages_have_a_history(&conn);
+    drop(conn);
+    assert_new_writes_work(&path).await;
+}
+
+/// `otp_state` rows as version 5 stores them: send times in the text form, one of
+/// them with several, one with none, and one damaged.
+fn v5_sends_rows() -> String {
+    format!(
+        "INSERT INTO otp_state (app_id, phone, status, expires_at, sends, updated_at) VALUES
+             ('{APP}', '255700000001', 'verified', {T0}, '{T0},{t1},{t2}', {T0}),
+             ('{APP}', '255700000002', 'verified', {T0}, '', {T0}),
+             ('{APP}', '255700000003', 'verified', {T0}, '12,x', {T0});",
+        t1 = T0 + 412,
+        t2 = T0 + 60_000,
+    )
+}
+
+#[tokio::test]
+async fn a_version_5_database_gets_its_send_times_in_the_compact_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = old_database(dir.path(), V5, &[v1_rows(), v2_rows(), v5_sends_rows()]);
+    let conn = open(&path).unwrap();
+    assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    assert_eq!(shape(&conn), current_shape());
+    assert_v1_rows_load(&conn);
+    assert_v2_rows_load(&conn);
+    let stored_as = |phone: &str| -> String {
+        conn.query_row(
+            "SELECT typeof(sends) FROM otp_state WHERE phone = ?1",
+            [phone],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    for phone in [PHONE, "255700000001", "255700000002"] {
+        assert_eq!(stored_as(phone), "blob", "{phone}");
+    }
+    assert_eq!(
+        stored_as("255700000003"),
+        "text",
+        "a damaged row is left as it was"
+    );
+    let load = |phone: &str| {
+        storage::load_otp(
+            &conn,
+            &OtpKey {
+                app_id: app_id(),
+                phone: Phone::from_canonical(phone.into()),
+            },
+        )
+    };
+    assert_eq!(
+        load("255700000001").unwrap().sends,
+        [T0, T0 + 412, T0 + 60_000]
+    );
+    assert!(load("255700000002").unwrap().sends.is_empty());
+    assert!(matches!(
+        load("255700000003"),
+        Err(StorageError::Corrupt(_))
+    ));
     drop(conn);
     assert_new_writes_work(&path).await;
 }
@@ -570,14 +632,14 @@ async fn a_version_4_database_loses_the_retired_index_and_is_migrated() {
 #[test]
 fn a_database_from_a_newer_otpd_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let path = old_database(dir.path(), &format!("{V5}\nPRAGMA user_version = 6;"), &[]);
+    let path = old_database(dir.path(), &format!("{V5}\nPRAGMA user_version = 7;"), &[]);
     let cookie = schema_cookie(&Connection::open(&path).unwrap());
     let err = open(&path).unwrap_err();
     assert!(
         matches!(
             err,
             StorageError::SchemaTooNew {
-                found: 6,
+                found: 7,
                 supported: SCHEMA_VERSION
             }
         ),
@@ -593,10 +655,10 @@ fn a_database_from_a_newer_otpd_is_refused_and_left_alone() {
     };
     assert!(matches!(
         Snapshot::open(&config),
-        Err(StorageError::SchemaTooNew { found: 6, .. })
+        Err(StorageError::SchemaTooNew { found: 7, .. })
     ));
     let conn = Connection::open(&path).unwrap();
-    assert_eq!(user_version(&conn).unwrap(), 6);
+    assert_eq!(user_version(&conn).unwrap(), 7);
     assert_eq!(
         schema_cookie(&conn),
         cookie,

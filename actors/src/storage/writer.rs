@@ -656,12 +656,7 @@ fn write_otp(
     now: DateTime<Utc>,
     update_first: bool,
 ) -> Result<(), StorageError> {
-    let sends = rec
-        .sends
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let sends = super::otp::encode_sends(&rec.sends);
     let f = rec.flake.as_ref();
     let app_id = uuid_text(&rec.key.app_id);
     let flake_id = f.map(|f| uuid_text(&f.flake_id));
