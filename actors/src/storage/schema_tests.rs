@@ -23,6 +23,7 @@ const V2: &str = include_str!("fixtures/schema_v2.sql");
 const V3: &str = include_str!("fixtures/schema_v3.sql");
 const V4: &str = include_str!("fixtures/schema_v4.sql");
 const V5: &str = include_str!("fixtures/schema_v5.sql");
+const V6: &str = include_str!("fixtures/schema_v6.sql");
 
 const APP: &str = "11111111-1111-4111-8111-111111111111";
 const KEY_ID: &str = "22222222-2222-4222-8222-222222222222";
@@ -170,7 +171,7 @@ fn schema_cookie(conn: &Connection) -> i64 {
 /// The shape of a file at the current version.
 fn current_shape() -> Vec<String> {
     let conn = Connection::open_in_memory().unwrap();
-    conn.execute_batch(V5).unwrap();
+    conn.execute_batch(V6).unwrap();
     shape(&conn)
 }
 
@@ -182,8 +183,7 @@ fn historical(version: i64) -> &'static str {
         2 => V2,
         3 => V3,
         5 => V5,
-        // Version 6 changed how one column's values are encoded, not the DDL.
-        6 => V5,
+        6 => V6,
         other => panic!("no fixture for version {other}"),
     }
 }
@@ -632,7 +632,7 @@ async fn a_version_4_database_loses_the_retired_index_and_is_migrated() {
 #[test]
 fn a_database_from_a_newer_otpd_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let path = old_database(dir.path(), &format!("{V5}\nPRAGMA user_version = 7;"), &[]);
+    let path = old_database(dir.path(), &format!("{V6}\nPRAGMA user_version = 7;"), &[]);
     let cookie = schema_cookie(&Connection::open(&path).unwrap());
     let err = open(&path).unwrap_err();
     assert!(
