@@ -2,7 +2,8 @@
 //!
 //! The writer runs with `wal_autocheckpoint = 0`. The [`Checkpointer`] thread, with
 //! its own connection, runs `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`]
-//! (every [`CHECKPOINT_BUSY_EVERY`] while the WAL is long, to keep close behind the
+//! (every [`CHECKPOINT_BUSY_EVERY`] while the WAL is long and growing, every
+//! [`CHECKPOINT_CLOSE_EVERY`] near [`WAL_RESTART_FRAMES`], to keep close behind the
 //! writer) and records the WAL's length; [`bound_wal`] is the writer's own short checkpoint,
 //! between two batches, once that length passes [`WAL_RESTART_FRAMES`].
 
@@ -17,8 +18,8 @@ use rusqlite::Connection;
 use crate::clock::Stopwatch;
 
 use super::{
-    SnapshotStats, StorageError, CHECKPOINT_BUSY_EVERY, CHECKPOINT_BUSY_FRAMES, CHECKPOINT_EVERY,
-    WAL_RESTART_FRAMES,
+    SnapshotStats, StorageError, CHECKPOINT_BUSY_EVERY, CHECKPOINT_BUSY_FRAMES,
+    CHECKPOINT_CLOSE_EVERY, CHECKPOINT_CLOSE_FRAMES, CHECKPOINT_EVERY, WAL_RESTART_FRAMES,
 };
 
 /// The checkpointer thread: `wal_checkpoint(PASSIVE)` from its own connection every
@@ -45,15 +46,9 @@ impl Checkpointer {
         let handle = std::thread::Builder::new()
             .name("otpd-checkpoint".into())
             .spawn(move || {
-                // The WAL length at the last pass, and whether that pass found it long
-                // and growing (the writer is busy): then the next pass comes soon.
-                let (mut last_log, mut busy) = (0i64, false);
+                // The WAL length at the last pass, and how soon to pass again.
+                let (mut last_log, mut pause) = (0i64, CHECKPOINT_EVERY);
                 loop {
-                    let pause = if busy {
-                        CHECKPOINT_BUSY_EVERY
-                    } else {
-                        CHECKPOINT_EVERY
-                    };
                     match stopped.recv_timeout(pause) {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         _ => return,
@@ -65,7 +60,7 @@ impl Checkpointer {
                     });
                     match result {
                         Ok((_, log, _)) => {
-                            busy = writer_is_busy(last_log, log);
+                            pause = next_pass(last_log, log);
                             last_log = log;
                             wal_frames.store(log.max(0) as u64, Ordering::Relaxed);
                             stats.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -75,7 +70,7 @@ impl Checkpointer {
                             );
                         }
                         Err(e) => {
-                            busy = false;
+                            pause = CHECKPOINT_EVERY;
                             tracing::warn!(error = %e, db = %path.display(), "background checkpoint failed")
                         }
                     }
@@ -92,11 +87,21 @@ impl Checkpointer {
     }
 }
 
-/// Whether the checkpointer should pass again soon: the WAL is long and has grown
-/// (or started over) since its last pass. An idle WAL, however long, does not keep
-/// it awake.
-fn writer_is_busy(last_log: i64, log: i64) -> bool {
-    log.max(0) as u64 >= CHECKPOINT_BUSY_FRAMES && log != last_log
+/// How soon the checkpointer passes again, from the WAL length at its last two passes.
+///
+/// An idle WAL, however long, keeps the slow pace ([`CHECKPOINT_EVERY`]). A long one
+/// that has grown (or started over) since the last pass means a busy writer: every
+/// [`CHECKPOINT_BUSY_EVERY`], and every [`CHECKPOINT_CLOSE_EVERY`] once it nears the
+/// length at which the writer restarts it, so that the restart finds little left.
+fn next_pass(last_log: i64, log: i64) -> Duration {
+    let frames = log.max(0) as u64;
+    if frames < CHECKPOINT_BUSY_FRAMES || log == last_log {
+        CHECKPOINT_EVERY
+    } else if frames >= CHECKPOINT_CLOSE_FRAMES {
+        CHECKPOINT_CLOSE_EVERY
+    } else {
+        CHECKPOINT_BUSY_EVERY
+    }
 }
 
 /// Under sustained load a passive checkpoint never finds the WAL fully copied
@@ -148,8 +153,20 @@ mod tests {
     #[test]
     fn the_checkpointer_hurries_only_while_a_long_wal_grows() {
         let long = CHECKPOINT_BUSY_FRAMES as i64;
-        assert!(writer_is_busy(0, long), "long and grown");
-        assert!(!writer_is_busy(long, long), "long but idle: the slow pace");
-        assert!(!writer_is_busy(5, 10), "growing but short: the slow pace");
+        let close = CHECKPOINT_CLOSE_FRAMES as i64;
+        assert_eq!(next_pass(0, long), CHECKPOINT_BUSY_EVERY, "long and grown");
+        assert_eq!(
+            next_pass(long, close),
+            CHECKPOINT_CLOSE_EVERY,
+            "grown and near the restart"
+        );
+        assert_eq!(
+            next_pass(close, long),
+            CHECKPOINT_BUSY_EVERY,
+            "started over and long again: busy, no longer near"
+        );
+        assert_eq!(next_pass(long, long), CHECKPOINT_EVERY, "long but idle");
+        assert_eq!(next_pass(close, close), CHECKPOINT_EVERY, "near but idle");
+        assert_eq!(next_pass(5, 10), CHECKPOINT_EVERY, "growing but short");
     }
 }

@@ -32,7 +32,8 @@
 //! Checkpoints are off the writer's path: the writer runs with
 //! `wal_autocheckpoint = 0`, and a checkpointer thread with its own connection runs
 //! `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] (every
-//! [`CHECKPOINT_BUSY_EVERY`] while the WAL is long). A passive checkpoint never
+//! [`CHECKPOINT_BUSY_EVERY`] while the WAL is long and growing, every
+//! [`CHECKPOINT_CLOSE_EVERY`] in its last quarter before a restart). A passive checkpoint never
 //! blocks the writer, but under sustained load the WAL cannot restart while frames
 //! keep arriving, so when it passes [`WAL_RESTART_FRAMES`] the writer itself runs a
 //! passive checkpoint between two batches (most frames are already copied by then,
@@ -268,11 +269,20 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// [`CHECKPOINT_BUSY_FRAMES`] long and longer than at the pass before (an idle WAL,
 /// however long, keeps the slow pace): under sustained load it then keeps close behind
 /// the writer, so that when the writer restarts the WAL itself
-/// ([`WAL_RESTART_FRAMES`]) only a few frames are left for it to copy, and few
-/// un-synced WAL bytes for that checkpoint's fsync. 2 ms rather than 20 halves the
-/// writer's restart time and cuts the cycle p99 by a fifth (BENCHMARKS.md, "Third
-/// pass"); a pass that finds nothing new to copy costs a few microseconds.
-pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(2);
+/// ([`WAL_RESTART_FRAMES`]) only a few frames are left for it to copy.
+pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(20);
+
+/// How soon the checkpointer passes again while a growing WAL is at least
+/// [`CHECKPOINT_CLOSE_FRAMES`] long, i.e. close to the writer's restart: the restart
+/// then finds few frames to copy and few un-synced WAL bytes for its fsync. 2 ms
+/// rather than 20 halves the writer's restart time and cuts the cycle p99 by a fifth
+/// (BENCHMARKS.md, "Third pass"); kept to the WAL's last quarter, the extra passes
+/// (each with its fsyncs) do not slow delivery-heavy loads.
+pub const CHECKPOINT_CLOSE_EVERY: Duration = Duration::from_millis(2);
+
+/// The WAL length (frames) from which the checkpointer passes every
+/// [`CHECKPOINT_CLOSE_EVERY`]: the last quarter before [`WAL_RESTART_FRAMES`].
+pub const CHECKPOINT_CLOSE_FRAMES: u64 = WAL_RESTART_FRAMES / 4 * 3;
 
 /// The WAL length (frames) from which the checkpointer passes every
 /// [`CHECKPOINT_BUSY_EVERY`] instead of every [`CHECKPOINT_EVERY`].
