@@ -239,12 +239,10 @@ fn compact_sends(conn: &Connection) -> Result<(), StorageError> {
                 }
             }
         }
-        match rows.into_iter().next_back() {
-            Some((last_app, last_phone, _)) if last_app != app || last_phone != phone => {
-                (app, phone) = (last_app, last_phone);
-            }
-            _ => return Ok(()),
-        }
+        let Some((last_app, last_phone, _)) = rows.into_iter().next_back() else {
+            return Ok(());
+        };
+        (app, phone) = (last_app, last_phone);
     }
 }
 
