@@ -30,6 +30,7 @@ fn metrics_expose_requests_otp_outcomes_actors_deliveries_queue_and_commits() {
         "otpd_snapshot_commits_total",
         "otpd_snapshot_last_batch_size",
         "otpd_snapshot_commit_seconds_total",
+        "otpd_snapshot_commit_cpu_seconds_total",
     ] {
         assert!(
             text.contains(family),

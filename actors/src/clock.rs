@@ -123,6 +123,18 @@ impl Stopwatch {
     }
 }
 
+/// CPU time the calling thread has used since it started
+/// (`CLOCK_THREAD_CPUTIME_ID`). Differenced around a piece of work on one thread it
+/// gives the time that work spent on a core, which on a shared machine can be much
+/// less than its [`Stopwatch`] time: the storage writer reports both.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// A clock that only moves when told to; sleepers wake when it passes their deadline.
 #[derive(Debug)]
 pub struct ManualClock {
@@ -311,6 +323,29 @@ mod tests {
         let a = SystemClock.monotonic();
         let b = SystemClock.monotonic();
         assert!(b >= a);
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_work_and_not_sleep() {
+        let start = thread_cpu_time();
+        let wall = Stopwatch::start();
+        let mut x = 0u64;
+        while wall.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let busy = thread_cpu_time() - start;
+        assert!(busy > Duration::ZERO, "a busy loop uses CPU");
+        assert!(
+            busy <= wall.elapsed(),
+            "never more than the wall time on one thread"
+        );
+        let before_sleep = thread_cpu_time();
+        std::thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu_time() - before_sleep;
+        assert!(
+            slept < Duration::from_millis(25),
+            "sleeping is not CPU time: {slept:?}"
+        );
     }
 
     #[tokio::test]

@@ -75,12 +75,15 @@ pub async fn render(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
     metrics::gauge!("otpd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     handle.run_upkeep();
     let mut text = handle.render();
-    // A fractional counter, which the `metrics` facade (u64 counters) cannot hold.
+    // Fractional counters, which the `metrics` facade (u64 counters) cannot hold.
     text.push_str(&format!(
         "# HELP otpd_snapshot_commit_seconds_total {COMMIT_SECONDS_HELP}\n\
          # TYPE otpd_snapshot_commit_seconds_total counter\n\
-         otpd_snapshot_commit_seconds_total {}\n",
-        g.snapshot_commit_seconds
+         otpd_snapshot_commit_seconds_total {}\n\
+         # HELP otpd_snapshot_commit_cpu_seconds_total {COMMIT_CPU_SECONDS_HELP}\n\
+         # TYPE otpd_snapshot_commit_cpu_seconds_total counter\n\
+         otpd_snapshot_commit_cpu_seconds_total {}\n",
+        g.snapshot_commit_seconds, g.snapshot_commit_cpu_seconds
     ));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -88,6 +91,7 @@ pub async fn render(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
 }
 
 const COMMIT_SECONDS_HELP: &str = "Seconds spent in storage group commits since start.";
+const COMMIT_CPU_SECONDS_HELP: &str = "Of the seconds spent in storage group commits, those the writer thread was on a CPU (the rest it waited for a core or for I/O).";
 
 /// `# HELP` of every family (README "Metrics" lists the same ones). Counters end in
 /// `_total`, histograms in `_seconds`, gauges in neither.

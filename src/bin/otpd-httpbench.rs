@@ -106,6 +106,7 @@ struct WriterCounters {
     commits: u64,
     ops: u64,
     micros: u64,
+    cpu_micros: u64,
 }
 
 impl WriterCounters {
@@ -116,6 +117,7 @@ impl WriterCounters {
             commits: s.commits.load(Relaxed),
             ops: s.ops.load(Relaxed),
             micros: s.commit_micros.load(Relaxed),
+            cpu_micros: s.commit_cpu_micros.load(Relaxed),
         }
     }
 
@@ -124,6 +126,7 @@ impl WriterCounters {
             commits: self.commits - before.commits,
             ops: self.ops - before.ops,
             micros: self.micros - before.micros,
+            cpu_micros: self.cpu_micros - before.cpu_micros,
         }
     }
 
@@ -135,21 +138,29 @@ impl WriterCounters {
         self.micros as f64 / self.ops.max(1) as f64
     }
 
+    /// The writer thread's CPU time per op (the rest of [`Self::us_per_op`] it
+    /// waited for a core).
+    fn cpu_us_per_op(self) -> f64 {
+        self.cpu_micros as f64 / self.ops.max(1) as f64
+    }
+
     fn json(self) -> Value {
         json!({
             "commits": self.commits,
             "ops": self.ops,
             "ops_per_commit": (self.ops_per_commit() * 10.0).round() / 10.0,
             "us_per_op": (self.us_per_op() * 100.0).round() / 100.0,
+            "cpu_us_per_op": (self.cpu_us_per_op() * 100.0).round() / 100.0,
         })
     }
 
     fn line(self) -> String {
         format!(
-            "writer (real side, warm-up included): {} commits, {:.1} ops per commit, {:.2} µs per op",
+            "writer (real side, warm-up included): {} commits, {:.1} ops per commit, {:.2} µs per op ({:.2} on a CPU)",
             self.commits,
             self.ops_per_commit(),
-            self.us_per_op()
+            self.us_per_op(),
+            self.cpu_us_per_op()
         )
     }
 }

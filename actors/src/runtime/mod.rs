@@ -83,6 +83,8 @@ pub struct RuntimeGauges {
     pub snapshot_last_batch: u64,
     /// Time spent in commits, in seconds.
     pub snapshot_commit_seconds: f64,
+    /// Of that, the writer thread's CPU time, in seconds.
+    pub snapshot_commit_cpu_seconds: f64,
     /// Failed commits.
     pub snapshot_failures: u64,
 }
@@ -247,6 +249,8 @@ impl Runtime {
             snapshot_reads: stats.reads.load(Ordering::Relaxed),
             snapshot_last_batch: stats.last_batch.load(Ordering::Relaxed),
             snapshot_commit_seconds: stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            snapshot_commit_cpu_seconds: stats.commit_cpu_micros.load(Ordering::Relaxed) as f64
+                / 1e6,
             snapshot_failures: stats.failures.load(Ordering::Relaxed),
         }
     }

@@ -240,8 +240,12 @@ pub struct SnapshotStats {
     pub reads: AtomicU64,
     /// Size of the last batch.
     pub last_batch: AtomicU64,
-    /// Total commit time in microseconds.
+    /// Total commit time in microseconds (wall time, from the first write of a batch
+    /// to its commit).
     pub commit_micros: AtomicU64,
+    /// Of that, the writer thread's CPU time in microseconds: the difference is time
+    /// the writer was ready but waiting for a core (or blocked in I/O).
+    pub commit_cpu_micros: AtomicU64,
     /// Failed commits.
     pub failures: AtomicU64,
     /// Segments replayed one write at a time after a write without a savepoint failed.

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::checkpoint::{bound_wal, Checkpointer};
 use super::readers::{ReadFn, Readers};
 use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
-use crate::clock::{to_millis, Clock, Stopwatch};
+use crate::clock::{thread_cpu_time, to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
 use crate::message::Purpose;
 use crate::otp::OtpRecord;
@@ -252,6 +252,7 @@ impl Writer<'_> {
     /// Applies one batch; returns true when a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Op>) -> bool {
         let started = Stopwatch::start();
+        let cpu_started = thread_cpu_time();
         let now = self.clock.now();
         let mut replies: Vec<(Reply, Result<(), StorageError>)> = Vec::with_capacity(batch.len());
         let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
@@ -302,12 +303,16 @@ impl Writer<'_> {
             Ok(())
         })();
         let micros = started.elapsed().as_micros() as u64;
+        let cpu_micros = thread_cpu_time().saturating_sub(cpu_started).as_micros() as u64;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats.ops.fetch_add(count, Ordering::Relaxed);
         self.stats.last_batch.store(count, Ordering::Relaxed);
         self.stats
             .commit_micros
             .fetch_add(micros, Ordering::Relaxed);
+        self.stats
+            .commit_cpu_micros
+            .fetch_add(cpu_micros, Ordering::Relaxed);
         // Writes of a segment that was never released (the batch failed midway).
         for (_, reply) in self.segment.drain(..) {
             if let Some(reply) = reply {

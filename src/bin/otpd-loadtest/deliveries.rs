@@ -299,6 +299,7 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
     let cpu_us_per_delivery = per_unit_us(cpu_used, seen.requests);
     report["cpu_us_per_delivery"] = serde_json::json!(cpu_us_per_delivery);
     report["writer_us_per_op"] = serde_json::json!(us_per_op);
+    report["writer_cpu_us_per_op"] = serde_json::json!(storage.cpu_us_per_op());
     report["writer_ops_per_delivery"] = serde_json::json!(ops_per_delivery);
     report["completions"] = tally.timeline_json(driven);
     if driver == DeliveryDriver::Callbacks {
@@ -348,7 +349,8 @@ pub(crate) async fn run_deliveries(args: Args, db: PathBuf) -> Result<Outcome, S
     );
     let _ = writeln!(
         text,
-        "writer:           {us_per_op:.2} µs/op, {ops_per_delivery:.2} ops per delivery"
+        "writer:           {us_per_op:.2} µs/op ({:.2} of them on a CPU), {ops_per_delivery:.2} ops per delivery",
+        storage.cpu_us_per_op()
     );
     if driver == DeliveryDriver::Callbacks {
         let _ = writeln!(text, "full cycle:       {}", summary_line(&tally.cycle));

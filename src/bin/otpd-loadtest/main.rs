@@ -484,6 +484,7 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     let cpu_us_per_cycle = per_unit_us(cpu_used, tally.cycles);
     report["cpu_us_per_cycle"] = serde_json::json!(cpu_us_per_cycle);
     report["writer_us_per_op"] = serde_json::json!(us_per_op);
+    report["writer_cpu_us_per_op"] = serde_json::json!(storage.cpu_us_per_op());
     report["writer_ops_per_cycle"] = serde_json::json!(ops_per_cycle);
     report["completions"] = tally.timeline_json(elapsed);
     if args.stats_readers > 0 {
@@ -595,7 +596,8 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     );
     let _ = writeln!(
         text,
-        "writer:           {us_per_op:.2} µs/op, {ops_per_cycle:.2} ops per cycle"
+        "writer:           {us_per_op:.2} µs/op ({:.2} of them on a CPU), {ops_per_cycle:.2} ops per cycle",
+        storage.cpu_us_per_op()
     );
     let _ = writeln!(
         text,

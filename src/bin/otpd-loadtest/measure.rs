@@ -194,6 +194,8 @@ pub(crate) struct StorageCounters {
     pub(crate) ops: u64,
     pub(crate) reads: u64,
     pub(crate) micros: u64,
+    /// Of `micros`, the writer thread's CPU time.
+    pub(crate) cpu_micros: u64,
     pub(crate) failures: u64,
     pub(crate) checkpoints: u64,
     pub(crate) checkpoint_micros: u64,
@@ -213,6 +215,7 @@ impl StorageCounters {
             ops: s.ops.load(Ordering::Relaxed),
             reads: s.reads.load(Ordering::Relaxed),
             micros: s.commit_micros.load(Ordering::Relaxed),
+            cpu_micros: s.commit_cpu_micros.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
             checkpoint_micros: s.checkpoint_micros.load(Ordering::Relaxed),
@@ -230,6 +233,7 @@ impl StorageCounters {
             ops: self.ops - before.ops,
             reads: self.reads - before.reads,
             micros: self.micros - before.micros,
+            cpu_micros: self.cpu_micros - before.cpu_micros,
             failures: self.failures - before.failures,
             checkpoints: self.checkpoints - before.checkpoints,
             checkpoint_micros: self.checkpoint_micros - before.checkpoint_micros,
@@ -259,6 +263,16 @@ impl StorageCounters {
         )
     }
 
+    /// µs of the writer thread's CPU time per op (the wall-time figure of
+    /// [`StorageCounters::per_unit`] less the time the writer waited for a core).
+    pub(crate) fn cpu_us_per_op(self) -> f64 {
+        if self.ops == 0 {
+            0.0
+        } else {
+            (self.cpu_micros as f64 / self.ops as f64 * 100.0).round() / 100.0
+        }
+    }
+
     pub(crate) fn json(self, elapsed: Duration) -> serde_json::Value {
         let per = |x: u64| {
             if self.commits == 0 {
@@ -275,6 +289,7 @@ impl StorageCounters {
             "reads": self.reads,
             "avg_commit_us": per(self.micros),
             "writer_busy_pct": (self.micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
+            "writer_cpu_pct": (self.cpu_micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
             "failures": self.failures,
             "checkpoints": self.checkpoints,
             "checkpointer_busy_pct": (self.checkpoint_micros as f64 / 1e6 / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
