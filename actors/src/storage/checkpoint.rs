@@ -61,7 +61,7 @@ impl Checkpointer {
                     match result {
                         Ok((_, log, _)) => {
                             let frames = log.max(0) as u64;
-                            pause = next_pass(frames, last_log, log);
+                            pause = next_pass(frames, log != last_log);
                             last_log = log;
                             wal_frames.store(frames, Ordering::Relaxed);
                             stats.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -88,15 +88,15 @@ impl Checkpointer {
     }
 }
 
-/// How soon the checkpointer passes again, from the WAL length at its last two passes
-/// (`frames` is `log` as a frame count).
+/// How soon the checkpointer passes again, from the WAL's length in `frames` and
+/// whether it `moved` (grew, or started over) since the last pass.
 ///
 /// An idle WAL, however long, keeps the slow pace ([`CHECKPOINT_EVERY`]). A long one
 /// that has grown (or started over) since the last pass means a busy writer: every
 /// [`CHECKPOINT_BUSY_EVERY`], and every [`CHECKPOINT_CLOSE_EVERY`] once it nears the
 /// length at which the writer restarts it, so that the restart finds little left.
-fn next_pass(frames: u64, last_log: i64, log: i64) -> Duration {
-    if frames < CHECKPOINT_BUSY_FRAMES || log == last_log {
+fn next_pass(frames: u64, moved: bool) -> Duration {
+    if frames < CHECKPOINT_BUSY_FRAMES || !moved {
         CHECKPOINT_EVERY
     } else if frames >= CHECKPOINT_CLOSE_FRAMES {
         CHECKPOINT_CLOSE_EVERY
@@ -153,33 +153,25 @@ mod tests {
 
     #[test]
     fn the_checkpointer_hurries_only_while_a_long_wal_grows() {
-        let long = CHECKPOINT_BUSY_FRAMES as i64;
-        let close = CHECKPOINT_CLOSE_FRAMES as i64;
+        let long = CHECKPOINT_BUSY_FRAMES;
+        let close = CHECKPOINT_CLOSE_FRAMES;
         assert_eq!(
-            next_pass(long as u64, 0, long),
+            next_pass(long, true),
             CHECKPOINT_BUSY_EVERY,
             "long and grown"
         );
         assert_eq!(
-            next_pass(close as u64, long, close),
+            next_pass(close, true),
             CHECKPOINT_CLOSE_EVERY,
             "grown and near the restart"
         );
         assert_eq!(
-            next_pass(long as u64, close, long),
+            next_pass(long, true),
             CHECKPOINT_BUSY_EVERY,
             "started over and long again: busy, no longer near"
         );
-        assert_eq!(
-            next_pass(long as u64, long, long),
-            CHECKPOINT_EVERY,
-            "long but idle"
-        );
-        assert_eq!(
-            next_pass(close as u64, close, close),
-            CHECKPOINT_EVERY,
-            "near but idle"
-        );
-        assert_eq!(next_pass(10, 5, 10), CHECKPOINT_EVERY, "growing but short");
+        assert_eq!(next_pass(long, false), CHECKPOINT_EVERY, "long but idle");
+        assert_eq!(next_pass(close, false), CHECKPOINT_EVERY, "near but idle");
+        assert_eq!(next_pass(10, true), CHECKPOINT_EVERY, "growing but short");
     }
 }

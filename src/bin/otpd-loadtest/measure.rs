@@ -247,18 +247,13 @@ impl StorageCounters {
 
     /// µs of writer time per op, and ops per unit of work (cycle or delivery).
     pub(crate) fn per_unit(self, units: u64) -> (f64, f64) {
-        let us_per_op = if self.ops == 0 {
-            0.0
-        } else {
-            self.micros as f64 / self.ops as f64
-        };
         let ops_per_unit = if units == 0 {
             0.0
         } else {
             self.ops as f64 / units as f64
         };
         (
-            (us_per_op * 100.0).round() / 100.0,
+            self.per_op(self.micros),
             (ops_per_unit * 100.0).round() / 100.0,
         )
     }
@@ -266,10 +261,15 @@ impl StorageCounters {
     /// µs of the writer thread's CPU time per op (the wall-time figure of
     /// [`StorageCounters::per_unit`] less the time the writer waited for a core).
     pub(crate) fn cpu_us_per_op(self) -> f64 {
+        self.per_op(self.cpu_micros)
+    }
+
+    /// `micros` per op, to 0.01 µs (0 without ops).
+    fn per_op(self, micros: u64) -> f64 {
         if self.ops == 0 {
             0.0
         } else {
-            (self.cpu_micros as f64 / self.ops as f64 * 100.0).round() / 100.0
+            (micros as f64 / self.ops as f64 * 100.0).round() / 100.0
         }
     }
 
