@@ -8,7 +8,6 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,7 +144,8 @@ fn main() -> ExitCode {
         Command::Serve(arg) => arg.load().map(|c| c.log.format).unwrap_or_default(),
         _ => LogFormat::Text,
     };
-    init_tracing(log_format);
+    // Held to the end of main: dropping it writes out the lines still queued.
+    let _log = otpd::logging::init(log_format);
     let result = match cli.command {
         Command::Serve(arg) => arg
             .load()
@@ -193,99 +193,6 @@ fn main() -> ExitCode {
             eprintln!("otpd: {e}");
             ExitCode::from(e.exit_code())
         }
-    }
-}
-
-/// Logs to stderr, `RUST_LOG` filter, default `info`; text (colours only on a
-/// terminal) or JSON lines (`[log] format`).
-///
-/// A malformed HTTP request (a client's mistake, answered 400 by actix before any
-/// route or authentication) is not an error of otpd's: actix-http logs it at ERROR,
-/// [`ProtocolErrors`] turns that into a debug line and a count in
-/// `otpd_http_protocol_errors_total`.
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = match format {
-        LogFormat::Text => fmt
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_filter(ProtocolErrors)
-            .boxed(),
-        LogFormat::Json => fmt
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_filter(ProtocolErrors)
-            .boxed(),
-    };
-    tracing_subscriber::registry().with(filter).with(fmt).init();
-}
-
-/// The `log` target actix-http's HTTP/1 dispatcher writes its per-connection
-/// "stream error: request parse error: …" lines under.
-const H1_DISPATCHER: &str = "actix_http::h1::dispatcher";
-
-/// A per-layer filter for the stderr log: drops actix-http's ERROR line for a
-/// malformed request, counts it and logs it again at debug.
-struct ProtocolErrors;
-
-/// Collects the `message` and `log.target` fields of an event.
-#[derive(Default)]
-struct LogFields {
-    message: String,
-    target: String,
-}
-
-impl tracing::field::Visit for LogFields {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        match field.name() {
-            "message" => self.message = value.to_string(),
-            "log.target" => self.target = value.to_string(),
-            _ => {}
-        }
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.message = format!("{value:?}");
-        }
-    }
-}
-
-impl<S> tracing_subscriber::layer::Filter<S> for ProtocolErrors {
-    fn enabled(
-        &self,
-        _meta: &tracing::Metadata<'_>,
-        _cx: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        true
-    }
-
-    fn event_enabled(
-        &self,
-        event: &tracing::Event<'_>,
-        _cx: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        if *event.metadata().level() != tracing::Level::ERROR {
-            return true;
-        }
-        let mut fields = LogFields::default();
-        event.record(&mut fields);
-        let target = if fields.target.is_empty() {
-            event.metadata().target()
-        } else {
-            fields.target.as_str()
-        };
-        if target != H1_DISPATCHER || !fields.message.contains("parse error") {
-            return true;
-        }
-        metrics::counter!("otpd_http_protocol_errors_total").increment(1);
-        tracing::debug!(error = %fields.message, "malformed HTTP request refused");
-        false
     }
 }
 

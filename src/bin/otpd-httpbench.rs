@@ -7,7 +7,9 @@
 //! core, as `otpd serve` runs by default:
 //!
 //! - **real**: the otpd API mounted with the same [`otpd::api::configure`] the daemon
-//!   uses, on a real [`Runtime`] (a fresh SQLite file, `durability = "commit"`), with
+//!   uses, on a real [`Runtime`] (a fresh SQLite file, `durability = "commit"` unless
+//!   `--durability async`), with the daemon's Prometheus recorder installed (as
+//!   `otpd serve` does; `--daemon-log` adds its stderr log, one line per request), with
 //!   `otpd_test_support::HandoffProvider` as the provider so the client can read each
 //!   code by `message_id`, as `otpd-loadtest` does. One app without rate limits
 //!   (`resend_cooldown_secs = 0`, `max_sends_per_minute = 1_000_000`).
@@ -33,6 +35,8 @@
 //! cargo build --release --bin otpd-httpbench
 //! target/release/otpd-httpbench
 //! target/release/otpd-httpbench --connections 64 --rounds 3 --round-secs 5 --json
+//! # logging as the daemon does, its stderr read through a pipe as journald would
+//! target/release/otpd-httpbench --daemon-log 2>&1 >result.txt | cat >/dev/null
 //! ```
 //!
 //! Exit status 0 when every cycle succeeded, 1 when any failed (the errors are
@@ -52,9 +56,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use otpd::api::{self, ApiOptions};
+use otpd_actors::config::Durability;
 use otpd_actors::phone::Phone;
 use otpd_actors::{AppSettings, NewApp, Runtime, RuntimeConfig};
 use otpd_test_support::HandoffProvider;
@@ -80,9 +85,33 @@ struct Args {
     /// Distinct phone numbers, split between the connections.
     #[arg(long, default_value_t = 20_000)]
     phones: usize,
+    /// When the real side's changes are acknowledged: after their commit (the
+    /// default, as `otpd serve`), or before it (`async`, to see what the commit
+    /// wait costs over HTTP).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Commit)]
+    durability: DurabilityArg,
+    /// Log as `otpd serve` does: the stderr log at `info` (or `RUST_LOG`), one line
+    /// per API request, through the daemon's own log writer. Redirect stderr.
+    #[arg(long)]
+    daemon_log: bool,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
+}
+
+/// `--durability`: `storage.durability` of the real side's runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DurabilityArg {
+    Commit,
+    Async,
+}
+
+/// `--durability`'s value as it is spelled on the command line.
+fn durability_name(d: DurabilityArg) -> &'static str {
+    match d {
+        DurabilityArg::Commit => "commit",
+        DurabilityArg::Async => "async",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +492,10 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     }
     let mut config = RuntimeConfig::default();
     config.storage.path = db;
+    config.storage.durability = match args.durability {
+        DurabilityArg::Commit => Durability::Commit,
+        DurabilityArg::Async => Durability::Async,
+    };
     config.security.code_pepper = Some("otpd-httpbench-pepper-0123456789".into());
     config.runtime.idle_actor_secs = 86_400;
     let provider = Arc::new(HandoffProvider::new(true));
@@ -488,9 +521,19 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         .map_err(|e| format!("creating the app: {e}"))?;
 
     let api_runtime = runtime.clone();
+    // As `otpd serve`: the Prometheus recorder behind `/metrics`, and (with
+    // `--daemon-log`) its stderr log, one INFO line per request.
+    let options = ApiOptions {
+        metrics: api::metrics::install_recorder(),
+        ..ApiOptions::default()
+    };
+    let _log = args
+        .daemon_log
+        .then(|| otpd::logging::init(otpd::config::LogFormat::Text));
     let real = HttpServer::new(move || {
         let runtime = api_runtime.clone();
-        App::new().configure(move |cfg| api::configure(cfg, runtime, ApiOptions::default()))
+        let options = options.clone();
+        App::new().configure(move |cfg| api::configure(cfg, runtime, options))
     })
     .workers(workers())
     .disable_signals()
@@ -559,6 +602,8 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             "rounds": args.rounds,
             "round_secs": args.round_secs,
             "phones": args.phones,
+            "durability": durability_name(args.durability),
+            "daemon_log": args.daemon_log,
             "server_workers": workers(),
         },
         "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
@@ -577,11 +622,13 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     use std::fmt::Write as _;
     let _ = writeln!(
         text,
-        "otpd-httpbench: connections={} rounds={}x{}s phones={} server workers={}",
+        "otpd-httpbench: connections={} rounds={}x{}s phones={} durability={} daemon log={} server workers={}",
         args.connections,
         args.rounds,
         args.round_secs,
         args.phones,
+        durability_name(args.durability),
+        if args.daemon_log { "on" } else { "off" },
         workers()
     );
     for r in &rounds {
