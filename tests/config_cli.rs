@@ -535,3 +535,42 @@ fn log_format_json_writes_one_json_object_per_line_and_request_lines_without_sec
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+/// The log is written by its own thread, in gathered batches: a stop (SIGTERM) must
+/// still write every line logged before it, in order, with "otpd stopped" last.
+#[test]
+fn sigterm_writes_out_every_queued_log_line_before_otpd_stopped() {
+    let mut serve = Daemon::without_config()
+        .env("RUST_LOG", "info")
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0");
+    serve.start();
+    let client = client();
+    const REQUESTS: usize = 200;
+    for _ in 0..REQUESTS {
+        // Unauthenticated: answered 401, and logged like any request.
+        let resp = client
+            .post(serve.url("/v1/otp/request"))
+            .json(&serde_json::json!({"phone_number": "255712345678"}))
+            .send()
+            .expect("POST /v1/otp/request");
+        assert_eq!(resp.status().as_u16(), 401);
+    }
+    let (status, _) = serve.terminate();
+    assert!(status.success(), "{status:?}");
+    let stderr = serve.stderr_text();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let logged = lines
+        .iter()
+        .filter(|l| l.contains("otpd::request") && l.contains("/v1/otp/request"))
+        .count();
+    assert_eq!(logged, REQUESTS, "request lines missing:\n{stderr}");
+    let last_request = lines
+        .iter()
+        .rposition(|l| l.contains("otpd::request"))
+        .expect("a request line");
+    let stopped = lines
+        .iter()
+        .position(|l| l.contains("otpd stopped"))
+        .unwrap_or_else(|| panic!("no \"otpd stopped\" line:\n{stderr}"));
+    assert!(stopped > last_request, "lines out of order:\n{stderr}");
+}
