@@ -6,8 +6,16 @@
 //! actors, the delivery queue, group-commit totals — are read from the runtime at
 //! scrape time. An embedding application that installs its own `metrics` recorder
 //! gets the same series in its own exporter.
+//!
+//! The recorder keeps each histogram sample until an upkeep pass folds it into the
+//! buckets. A scrape runs one, but a daemon nobody scrapes would keep every
+//! request's latency sample forever (~8 bytes each, growing without bound), so
+//! [`install_recorder`] also starts the `otpd-metrics` thread, which runs one every
+//! [`UPKEEP_EVERY`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -20,8 +28,16 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often the `otpd-metrics` thread folds recorded histogram samples into their
+/// buckets: what the recorder holds between two passes is this long's samples.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Upkeep passes run by the `otpd-metrics` thread since the start.
+static UPKEEP_PASSES: AtomicU64 = AtomicU64::new(0);
+
 /// Installs the process-wide Prometheus recorder (once; later calls return the same
-/// handle). `None` when another recorder was installed first.
+/// handle) and starts its upkeep thread. `None` when another recorder was installed
+/// first.
 pub fn install_recorder() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
@@ -32,6 +48,7 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe_families();
+                    start_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -41,6 +58,22 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// Runs [`PrometheusHandle::run_upkeep`] every [`UPKEEP_EVERY`] on a thread of its
+/// own, for the life of the process, so histogram samples are folded into their
+/// buckets whether or not anyone scrapes.
+fn start_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("otpd-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+            UPKEEP_PASSES.fetch_add(1, Ordering::Relaxed);
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; only scrapes fold histogram samples");
+    }
 }
 
 /// `GET /metrics`: 404 when an embedder renders the metrics itself.
@@ -175,4 +208,22 @@ fn describe_families() {
         "otpd_retention_pruned_rows_total",
         "Rows removed by retention, by table."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upkeep_runs_without_a_scrape() {
+        let Some(_handle) = install_recorder() else {
+            panic!("another recorder was installed in this test binary");
+        };
+        let before = UPKEEP_PASSES.load(Ordering::Relaxed);
+        metrics::histogram!("otpd_test_upkeep_seconds").record(0.001);
+        let ran = otpd_test_support::poll_blocking(UPKEEP_EVERY * 5, || {
+            UPKEEP_PASSES.load(Ordering::Relaxed) > before
+        });
+        assert!(ran, "no upkeep pass within {:?}", UPKEEP_EVERY * 5);
+    }
 }
