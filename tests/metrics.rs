@@ -147,3 +147,33 @@ fn every_family_is_described_and_named_for_its_type() {
         "{text}"
     );
 }
+
+/// The `method` label takes the standard methods only: a client inventing methods
+/// cannot grow `/metrics` (and the recorder's memory) one series per name.
+#[test]
+fn invented_http_methods_share_one_method_label() {
+    let fx = Fixture::start();
+    for i in 0..20 {
+        let resp = fx.call(&format!("INVENTED{i}"), "/v1/otp/request").send();
+        assert!(
+            (400..500).contains(&resp.status),
+            "INVENTED{i}: {}",
+            resp.status
+        );
+    }
+    let text = fx.call("GET", "/metrics").no_auth().send().text;
+    assert!(
+        !text.contains("INVENTED"),
+        "a series per invented method:\n{text}"
+    );
+    let other = text
+        .lines()
+        .find(|l| l.starts_with("otpd_http_requests_total") && l.contains(r#"method="other""#))
+        .unwrap_or_else(|| panic!("no method=\"other\" series:\n{text}"));
+    let count: f64 = other
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(count >= 20.0, "{other}");
+}

@@ -7,6 +7,8 @@
 //! is read right to left and the first address that is not a trusted proxy wins:
 //! a client can prepend whatever it likes to that header, but not append.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::HeaderMap;
+use actix_web::http::Method;
 use futures::future::LocalBoxFuture;
 use ipnet::IpNet;
 use otpd_actors::clock::Stopwatch;
@@ -76,7 +79,7 @@ where
         let client_ip = client_ip(req.peer_addr(), req.headers(), &self.trusted_proxies)
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "-".into());
-        let method = req.method().to_string();
+        let method = req.method().clone();
         let path = req.path().to_string();
         let span = tracing::debug_span!(
             "http_request",
@@ -89,11 +92,13 @@ where
             async move {
                 let result = fut.await;
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                                match &result {
+                match &result {
                     Ok(res) => {
                         // The route pattern (not the path) keeps label cardinality bounded.
-                        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-                        let status = res.status().as_u16().to_string();
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into());
                         tracing::info!(
                             target: "otpd::request",
                             method = %method,
@@ -104,10 +109,12 @@ where
                             client_ip = %client_ip,
                             "request"
                         );
-                        metrics::counter!("otpd_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-                            .increment(1);
-                        metrics::histogram!("otpd_http_request_duration_seconds", "route" => route)
-                            .record(latency_ms / 1000.0);
+                        record(
+                            route,
+                            method_label(&method),
+                            res.status().as_u16(),
+                            latency_ms / 1000.0,
+                        );
                     }
                     Err(e) => tracing::info!(
                         target: "otpd::request",
@@ -125,6 +132,63 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The `method` label: a standard method by name, any other `other`. A method is
+/// a token the client chooses; labelled as sent, each invented one would add a
+/// series to `/metrics` (and to the recorder's memory) for good.
+fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
+
+/// One request series' handles: `otpd_http_requests_total` and
+/// `otpd_http_request_duration_seconds`.
+struct Series {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+thread_local! {
+    /// Each worker's handles to the series it has recorded, by (route pattern,
+    /// method label, status): a request then costs one map lookup instead of
+    /// building its labels and looking them up in the recorder. Bounded: route
+    /// patterns, method labels and status codes are all finite sets.
+    static SERIES: RefCell<HashMap<(String, &'static str, u16), Series>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Counts one answered request and records its latency.
+///
+/// Handles are taken from the recorder installed when a worker first records a
+/// series; otpd installs its own before it serves (as an embedding application
+/// installs its own at start-up).
+fn record(route: String, method: &'static str, status: u16, seconds: f64) {
+    SERIES.with(|series| {
+        let mut series = series.borrow_mut();
+        let handles =
+            series
+                .entry((route, method, status))
+                .or_insert_with_key(|(route, method, status)| Series {
+                    requests: metrics::counter!(
+                        "otpd_http_requests_total",
+                        "route" => route.clone(),
+                        "method" => *method,
+                        "status" => status.to_string()
+                    ),
+                    duration: metrics::histogram!(
+                        "otpd_http_request_duration_seconds",
+                        "route" => route.clone()
+                    ),
+                });
+        handles.requests.increment(1);
+        handles.duration.record(seconds);
+    });
 }
 
 /// The address a request came from, honouring `X-Forwarded-For` only from
