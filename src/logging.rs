@@ -19,7 +19,6 @@
 
 use std::io::{BufWriter, IsTerminal as _, Write};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -44,18 +43,17 @@ enum Msg {
 }
 
 /// The subscriber's side of the queue: each event's bytes become one message.
-#[derive(Clone)]
 struct Queue {
     tx: mpsc::SyncSender<Msg>,
 }
 
 /// One event being written: its bytes are sent when the formatter drops it.
-struct QueuedLine {
-    tx: mpsc::SyncSender<Msg>,
+struct QueuedLine<'a> {
+    tx: &'a mpsc::SyncSender<Msg>,
     bytes: Vec<u8>,
 }
 
-impl Write for QueuedLine {
+impl Write for QueuedLine<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -66,11 +64,11 @@ impl Write for QueuedLine {
     }
 }
 
-impl Drop for QueuedLine {
+impl Drop for QueuedLine<'_> {
     fn drop(&mut self) {
         if !self.bytes.is_empty() {
-            // Fails only once the writer thread is gone (after the guard): too late
-            // to log anywhere, so the line goes straight to stderr.
+            // Fails only if the writer thread is gone (it never returns while the
+            // subscriber holds its queue): the line then goes straight to stderr.
             if let Err(mpsc::SendError(Msg::Line(bytes))) =
                 self.tx.send(Msg::Line(std::mem::take(&mut self.bytes)))
             {
@@ -81,11 +79,11 @@ impl Drop for QueuedLine {
 }
 
 impl<'a> MakeWriter<'a> for Queue {
-    type Writer = QueuedLine;
+    type Writer = QueuedLine<'a>;
 
-    fn make_writer(&'a self) -> QueuedLine {
+    fn make_writer(&'a self) -> QueuedLine<'a> {
         QueuedLine {
-            tx: self.tx.clone(),
+            tx: &self.tx,
             bytes: Vec::new(),
         }
     }
@@ -120,12 +118,11 @@ fn write_one(msg: Msg, out: &mut impl Write) {
     }
 }
 
-/// Keeps the log's writer thread; dropping it writes out what is still queued.
-/// Hold it until the process ends.
+/// The log's queue, held until the process ends; dropping it writes out what is
+/// still queued.
 #[must_use = "dropping the guard writes out the log and stops waiting for it"]
 pub struct LogGuard {
     tx: mpsc::SyncSender<Msg>,
-    _thread: JoinHandle<()>,
 }
 
 impl Drop for LogGuard {
@@ -160,12 +157,9 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
         .name("otpd-log".into())
         .spawn(move || write_lines(rx, std::io::stderr()));
     match thread {
-        Ok(thread) => {
+        Ok(_) => {
             install(format, Queue { tx: tx.clone() });
-            Some(LogGuard {
-                tx,
-                _thread: thread,
-            })
+            Some(LogGuard { tx })
         }
         Err(_) => {
             install(format, std::io::stderr);
@@ -271,6 +265,7 @@ impl<S> tracing_subscriber::layer::Filter<S> for ProtocolErrors {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
 
     /// A sink that keeps what is written and counts the `write` calls.
     #[derive(Clone, Default)]
