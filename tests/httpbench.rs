@@ -39,6 +39,50 @@ fn one_round_of_each_side_reports_rates_cpu_and_their_ratio() {
     assert_eq!(rounds.len(), 2);
     assert_eq!(rounds[0]["side"], "real");
     assert_eq!(rounds[1]["side"], "bare");
+    // The real side's CPU split by thread: the writer works only on the real side,
+    // and the groups add up to the process's CPU per cycle (both read from /proc).
+    let real_threads = &rounds[0]["cpu_us_per_cycle_by_thread"];
+    let bare_threads = &rounds[1]["cpu_us_per_cycle_by_thread"];
+    for group in [
+        "workers",
+        "client",
+        "writer",
+        "checkpointer",
+        "readers",
+        "other",
+    ] {
+        assert!(real_threads[group].is_f64(), "{group}: {real_threads}");
+    }
+    assert!(
+        real_threads["workers"].as_f64().unwrap() > 0.0,
+        "{real_threads}"
+    );
+    assert!(
+        real_threads["writer"].as_f64().unwrap() > 0.0,
+        "{real_threads}"
+    );
+    assert!(
+        bare_threads["writer"].as_f64().unwrap() < 1.0,
+        "{bare_threads}"
+    );
+    let summed: f64 = real_threads
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    let whole = rounds[0]["cpu_us_per_cycle"].as_f64().unwrap();
+    assert!(
+        summed > whole * 0.5 && summed < whole * 1.5 + 50.0,
+        "by thread {summed} against {whole} in all"
+    );
+    assert_eq!(
+        r["real_cpu_us_per_cycle_by_thread"]
+            .as_object()
+            .unwrap()
+            .len(),
+        6
+    );
     let writer = &r["writer"];
     assert!(
         writer["ops"].as_u64().unwrap() >= 3 * rounds[0]["cycles"].as_u64().unwrap(),

@@ -202,6 +202,8 @@ struct Round {
     first_error: Option<String>,
     secs: f64,
     cpu_secs: f64,
+    /// CPU time of each group of threads over the round.
+    threads: ThreadCpu,
     latency: Histogram<u64>,
 }
 
@@ -217,17 +219,126 @@ impl Round {
         self.cpu_secs * 1e6 / self.cycles as f64
     }
 
+    /// CPU µs per cycle of each thread group, in [`THREAD_GROUPS`] order.
+    fn thread_us_per_cycle(&self) -> Vec<(&'static str, f64)> {
+        let cycles = self.cycles.max(1) as f64;
+        THREAD_GROUPS
+            .iter()
+            .zip(self.threads.nanos)
+            .map(|(group, ns)| (group.name, ns as f64 / 1e3 / cycles))
+            .collect()
+    }
+
     fn json(&self) -> Value {
         let ms = |q: f64| (self.latency.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
+        let threads: serde_json::Map<String, Value> = self
+            .thread_us_per_cycle()
+            .into_iter()
+            .map(|(name, us)| (name.to_string(), json!((us * 10.0).round() / 10.0)))
+            .collect();
         json!({
             "side": self.side.name(),
             "cycles": self.cycles,
             "errors": self.errors,
             "per_sec": self.per_sec().round(),
             "cpu_us_per_cycle": (self.cpu_us_per_cycle() * 10.0).round() / 10.0,
+            "cpu_us_per_cycle_by_thread": threads,
             "p50_ms": ms(0.5),
             "p99_ms": ms(0.99),
         })
+    }
+
+    /// `workers 61.2  client 50.3  writer 36.9 …`: the non-zero groups.
+    fn threads_line(&self) -> String {
+        self.thread_us_per_cycle()
+            .into_iter()
+            .filter(|(_, us)| *us >= 0.05)
+            .map(|(name, us)| format!("{name} {us:.1}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    }
+}
+
+// ----- CPU by thread -----------------------------------------------------------
+
+/// A group of the process's threads, recognised by the start of the thread's name.
+struct ThreadGroup {
+    name: &'static str,
+    prefixes: &'static [&'static str],
+}
+
+/// How the process's threads are grouped when the round's CPU is split by thread.
+/// The HTTP workers of both servers and the runtime's arbiters are all actix
+/// threads; a round drives only one server, so the other side's workers are idle.
+const THREAD_GROUPS: [ThreadGroup; 6] = [
+    ThreadGroup {
+        name: "workers",
+        prefixes: &["actix-rt", "actix-server"],
+    },
+    ThreadGroup {
+        name: "client",
+        prefixes: &["httpbench-clien"],
+    },
+    ThreadGroup {
+        name: "writer",
+        prefixes: &["otpd-snapshot"],
+    },
+    ThreadGroup {
+        name: "checkpointer",
+        prefixes: &["otpd-checkpoint"],
+    },
+    ThreadGroup {
+        name: "readers",
+        prefixes: &["otpd-read"],
+    },
+    // The log and metrics threads, the main thread, anything else.
+    ThreadGroup {
+        name: "other",
+        prefixes: &[""],
+    },
+];
+
+/// CPU time used so far by each [`THREAD_GROUPS`] group, in nanoseconds.
+#[derive(Clone, Copy, Default)]
+struct ThreadCpu {
+    nanos: [u64; THREAD_GROUPS.len()],
+}
+
+impl ThreadCpu {
+    /// Reads every thread's time on a CPU from `/proc/self/task/*/schedstat`
+    /// (nanoseconds; `stat`'s clock ticks are too coarse for a 5-second round).
+    /// Threads that end during a round take their time with them, so only threads
+    /// that live through the round are counted exactly; here that is all of them.
+    fn read() -> ThreadCpu {
+        let mut out = ThreadCpu::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return out;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let Some(ns) = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if let Some(i) = THREAD_GROUPS
+                .iter()
+                .position(|g| g.prefixes.iter().any(|p| comm.starts_with(p)))
+            {
+                out.nanos[i] += ns;
+            }
+        }
+        out
+    }
+
+    fn since(self, before: ThreadCpu) -> ThreadCpu {
+        let mut out = ThreadCpu::default();
+        for (i, n) in out.nanos.iter_mut().enumerate() {
+            *n = self.nanos[i].saturating_sub(before.nanos[i]);
+        }
+        out
     }
 }
 
@@ -384,6 +495,7 @@ async fn cycle(t: &Target, side: Side, phone: &str) -> Result<(), String> {
 async fn round(t: Arc<Target>, side: Side, phones: Arc<Vec<String>>, args: &Args) -> Round {
     let deadline = Instant::now() + Duration::from_secs(args.round_secs);
     let cpu_before = cpu_secs();
+    let threads_before = ThreadCpu::read();
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.connections)
         .map(|task| {
@@ -423,6 +535,7 @@ async fn round(t: Arc<Target>, side: Side, phones: Arc<Vec<String>>, args: &Args
         first_error: None,
         secs: 0.0,
         cpu_secs: 0.0,
+        threads: ThreadCpu::default(),
         latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
     };
     for task in tasks {
@@ -443,6 +556,7 @@ async fn round(t: Arc<Target>, side: Side, phones: Arc<Vec<String>>, args: &Args
     }
     out.secs = started.elapsed().as_secs_f64();
     out.cpu_secs = cpu_secs() - cpu_before;
+    out.threads = ThreadCpu::read().since(threads_before);
     out
 }
 
@@ -589,6 +703,18 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     let bare_rate = median(side(Side::Bare).map(Round::per_sec).collect());
     let real_cpu = median(side(Side::Real).map(Round::cpu_us_per_cycle).collect());
     let bare_cpu = median(side(Side::Bare).map(Round::cpu_us_per_cycle).collect());
+    // Each thread group's median over a side's rounds.
+    let by_thread = |s: Side| -> Value {
+        let groups: serde_json::Map<String, Value> = THREAD_GROUPS
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let us = median(side(s).map(|r| r.thread_us_per_cycle()[i].1).collect());
+                (g.name.to_string(), json!((us * 10.0).round() / 10.0))
+            })
+            .collect();
+        Value::Object(groups)
+    };
     let ratio = if bare_rate > 0.0 {
         real_rate / bare_rate
     } else {
@@ -612,6 +738,8 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         "ratio": (ratio * 1000.0).round() / 1000.0,
         "real_cpu_us_per_cycle": (real_cpu * 10.0).round() / 10.0,
         "bare_cpu_us_per_cycle": (bare_cpu * 10.0).round() / 10.0,
+        "real_cpu_us_per_cycle_by_thread": by_thread(Side::Real),
+        "bare_cpu_us_per_cycle_by_thread": by_thread(Side::Bare),
         "errors": errors,
         "first_error": first_error,
         "loadavg_1m_before": load_before,
@@ -642,6 +770,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             r.latency.value_at_quantile(0.99) as f64 / 1000.0,
             r.errors
         );
+        let _ = writeln!(text, "      CPU µs/cycle by thread: {}", r.threads_line());
     }
     let _ = writeln!(text, "{}", writer.line());
     let _ = write!(
