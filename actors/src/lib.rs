@@ -48,6 +48,7 @@
 //! | `private_files.rs` | owner-only modes for the data directory and database files |
 //! | `secrets.rs` | code generation, keyed hashes, constant-time compare, API keys |
 //! | `phone.rs` | phone validation and canonicalisation (libphonenumber rules) |
+//! | `telemetry.rs` | the runtime's labelled metrics, their handles cached per thread |
 //! | `clock.rs` | the injectable [`Clock`] (wall time, monotonic time, sleeps, `Ticker`), and `Stopwatch` for measurements; the only place that reads the system clock |
 //! | `config.rs` | runtime configuration sections and defaults |
 //!
@@ -90,6 +91,7 @@ mod sender;
 pub mod signing;
 pub mod stats;
 pub(crate) mod storage;
+mod telemetry;
 pub mod url_policy;
 pub mod webhooks;
 

@@ -24,6 +24,7 @@ use super::retry::RetrySchedule;
 use crate::clock::{rfc3339, to_millis, Clock, Stopwatch};
 use crate::config::DeliveryConfig;
 use crate::storage::{Change, Snapshot};
+use crate::telemetry;
 use crate::url_policy::UrlPolicy;
 use crate::webhooks::WebhookDirectory;
 
@@ -198,8 +199,11 @@ impl DeliveryActor {
         };
         d.last_status_code = outcome.status_code;
         d.last_error = outcome.error.clone();
-        metrics::histogram!("otpd_delivery_attempt_duration_seconds", "kind" => d.kind.as_str())
-            .record(outcome.duration_ms as f64 / 1000.0);
+        telemetry::observe(
+            "otpd_delivery_attempt_duration_seconds",
+            telemetry::one("kind", d.kind.as_str()),
+            outcome.duration_ms as f64 / 1000.0,
+        );
         d.updated_at = now;
         let mut retry_in = None;
         if outcome.succeeded() {
@@ -207,7 +211,11 @@ impl DeliveryActor {
             d.next_attempt_at = None;
             self.health.consecutive_failures.store(0, Ordering::Release);
             self.cx.succeeded.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("otpd_deliveries_total", "kind" => d.kind.as_str(), "outcome" => "succeeded").increment(1);
+            telemetry::count(
+                "otpd_deliveries_total",
+                telemetry::two(("kind", d.kind.as_str()), ("outcome", "succeeded")),
+                1,
+            );
         } else {
             let gone = outcome.status_code == Some(410);
             let delay = self
@@ -224,7 +232,11 @@ impl DeliveryActor {
                     d.status = DeliveryStatus::Failed;
                     d.next_attempt_at = None;
                     self.cx.failed.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("otpd_deliveries_total", "kind" => d.kind.as_str(), "outcome" => "failed").increment(1);
+                    telemetry::count(
+                        "otpd_deliveries_total",
+                        telemetry::two(("kind", d.kind.as_str()), ("outcome", "failed")),
+                        1,
+                    );
                     let failures = self
                         .health
                         .consecutive_failures

@@ -19,6 +19,7 @@ use crate::otp::{
 use crate::otp_actor::{Invalidate, Issue, IssueDone, Status, Verify};
 use crate::phone::Phone;
 use crate::secrets::Digest32;
+use crate::telemetry;
 use crate::url_policy::UrlPolicyError;
 
 /// `POST /v1/otp/request` and `/resend` input (the phone as the client typed it).
@@ -158,8 +159,11 @@ impl Runtime {
             Ok(_) => "issued",
             Err(e) => e.code(),
         };
-        metrics::counter!("otpd_otp_sends_total", "kind" => kind_label, "outcome" => outcome)
-            .increment(1);
+        telemetry::count(
+            "otpd_otp_sends_total",
+            telemetry::two(("kind", kind_label), ("outcome", outcome)),
+            1,
+        );
         result
     }
 
@@ -234,7 +238,11 @@ impl Runtime {
             },
             Err(e) => e.code(),
         };
-        metrics::counter!("otpd_otp_verifications_total", "outcome" => outcome).increment(1);
+        telemetry::count(
+            "otpd_otp_verifications_total",
+            telemetry::one("outcome", outcome),
+            1,
+        );
         result
     }
 
