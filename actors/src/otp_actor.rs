@@ -279,19 +279,20 @@ impl Handler<Issue> for OtpActor {
             PendingSend { record, outbound }
         });
         let mut outbox = Outbox::default();
-        let data = events::otp_created(
-            issued.flake_id,
-            &issued.phone_number,
-            channel.as_str(),
-            issued.expires_at,
-        );
         outbox.webhook_event(
             &shared.webhooks,
             msg.app.app_id,
             ServiceType::Otp,
             "otp.created",
             now,
-            data,
+            || {
+                events::otp_created(
+                    issued.flake_id,
+                    &issued.phone_number,
+                    channel.as_str(),
+                    issued.expires_at,
+                )
+            },
         );
         changes.extend(outbox.changes());
         let ticket = self.persist(changes);
@@ -391,14 +392,13 @@ fn verify_events(
             flake_id,
             verified_at,
         } => {
-            let data = events::otp_verified(*flake_id, phone, *verified_at);
             outbox.webhook_event(
                 webhooks,
                 app_id,
                 ServiceType::Otp,
                 "otp.verified",
                 now,
-                data,
+                || events::otp_verified(*flake_id, phone, *verified_at),
             );
             if let Some(t) = target {
                 let data = events::flake_verified(*flake_id, phone, *verified_at);
@@ -409,17 +409,28 @@ fn verify_events(
             flake_id,
             remaining_attempts,
         } => {
-            let data =
-                events::otp_failed(*flake_id, phone, "invalid_code", *remaining_attempts, now);
-            outbox.webhook_event(webhooks, app_id, ServiceType::Otp, "otp.failed", now, data);
+            outbox.webhook_event(
+                webhooks,
+                app_id,
+                ServiceType::Otp,
+                "otp.failed",
+                now,
+                || events::otp_failed(*flake_id, phone, "invalid_code", *remaining_attempts, now),
+            );
         }
         VerifyOutcome::MaxAttempts {
             flake_id,
             just_failed: true,
             failed_at,
         } => {
-            let data = events::otp_failed(*flake_id, phone, "max_attempts", 0, *failed_at);
-            outbox.webhook_event(webhooks, app_id, ServiceType::Otp, "otp.failed", now, data);
+            outbox.webhook_event(
+                webhooks,
+                app_id,
+                ServiceType::Otp,
+                "otp.failed",
+                now,
+                || events::otp_failed(*flake_id, phone, "max_attempts", 0, *failed_at),
+            );
             if let Some(t) = target {
                 let data = events::flake_failed(*flake_id, phone, *failed_at);
                 outbox.callback_event(app_id, t, "flake.failed", now, data);
@@ -429,8 +440,14 @@ fn verify_events(
             flake_id,
             expired_at,
         } => {
-            let data = events::otp_expired(*flake_id, phone, *expired_at);
-            outbox.webhook_event(webhooks, app_id, ServiceType::Otp, "otp.expired", now, data);
+            outbox.webhook_event(
+                webhooks,
+                app_id,
+                ServiceType::Otp,
+                "otp.expired",
+                now,
+                || events::otp_expired(*flake_id, phone, *expired_at),
+            );
         }
         VerifyOutcome::MaxAttempts {
             just_failed: false, ..

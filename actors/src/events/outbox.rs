@@ -21,6 +21,9 @@ pub struct Outbox {
 
 impl Outbox {
     /// Adds an event for a registered webhook of `service_type`, if the app has one that wants it.
+    ///
+    /// `data` builds the event's `data` object; it runs only when a webhook wants the
+    /// event, so an app without webhooks pays nothing for it (most calls on the hot path).
     pub(crate) fn webhook_event(
         &mut self,
         webhooks: &WebhookDirectory,
@@ -28,7 +31,7 @@ impl Outbox {
         service_type: ServiceType,
         name: &str,
         now: DateTime<Utc>,
-        data: serde_json::Value,
+        data: impl FnOnce() -> serde_json::Value,
     ) {
         let Some(w) = webhooks.for_app(app_id, service_type) else {
             return;
@@ -36,7 +39,7 @@ impl Outbox {
         if !w.wants(name) {
             return;
         }
-        let event = Event::new(name, service_type, app_id, now, data);
+        let event = Event::new(name, service_type, app_id, now, data());
         let d = Delivery::new(
             &event,
             DeliveryKind::Webhook,
