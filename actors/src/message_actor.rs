@@ -121,8 +121,22 @@ impl Handler<Apply> for MessageActor {
             ctx.stop();
             return Err(Error::NotFound("no such message".into()));
         };
-        Ok(apply_update(&self.shared, rec, update))
+        Ok(apply_update(&self.shared, rec, update, Await::Always))
     }
+}
+
+/// Whether the caller of [`apply_update`] waits for the commit of the new status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Await {
+    /// Always: an actor keeps the record in memory, which must not run ahead of a
+    /// failed commit.
+    Always,
+    /// Only when there are events to dispatch after it (outbox before network).
+    /// Otherwise nothing follows the commit, so the write is queued with no answer
+    /// to wait for: no reply, and no task kept alive to receive it. A failed commit
+    /// is logged by the writer, and leaves the message `queued` in storage, as a
+    /// crash before the commit would.
+    ForEvents,
 }
 
 /// Applies `update` to `rec` under the status-rank guard and queues the commit of
@@ -132,6 +146,7 @@ fn apply_update(
     shared: &MessageContext,
     rec: &mut MessageRecord,
     update: StatusUpdate,
+    wait: Await,
 ) -> (Applied, Outbox, Ticket) {
     if !status_applies(rec.channel, rec.status, update.status) {
         let applied = Applied {
@@ -155,7 +170,12 @@ fn apply_update(
     let outbox = status_events(&shared.webhooks, rec, now);
     let mut changes = vec![Change::Message(rec.clone())];
     changes.extend(outbox.changes());
-    let ticket = shared.snapshot.write(changes);
+    let ticket = if wait == Await::ForEvents && outbox.is_empty() {
+        shared.snapshot.write_unawaited(changes);
+        Ticket::done()
+    } else {
+        shared.snapshot.write(changes)
+    };
     let applied = Applied {
         applied: true,
         status: rec.status,
@@ -168,27 +188,22 @@ fn status_events(webhooks: &WebhookDirectory, rec: &MessageRecord, now: DateTime
     let mut outbox = Outbox::default();
     let service_type = ServiceType::from(rec.channel);
     let name = format!("{}.{}", rec.channel, rec.status.as_str());
-    let mut data = Map::new();
-    data.insert("message_id".into(), json!(rec.message_id));
-    data.insert("to".into(), json!(rec.to));
-    data.insert("status".into(), json!(rec.status.as_str()));
-    if let Some(s) = &rec.sender_id {
-        data.insert("sender_id".into(), json!(s));
-    }
-    if let Some(c) = &rec.error_code {
-        data.insert("error_code".into(), json!(c));
-    }
-    if let Some(m) = &rec.error_message {
-        data.insert("error_message".into(), json!(m));
-    }
-    outbox.webhook_event(
-        webhooks,
-        rec.app_id,
-        service_type,
-        &name,
-        now,
-        Value::Object(data),
-    );
+    outbox.webhook_event(webhooks, rec.app_id, service_type, &name, now, || {
+        let mut data = Map::new();
+        data.insert("message_id".into(), json!(rec.message_id));
+        data.insert("to".into(), json!(rec.to));
+        data.insert("status".into(), json!(rec.status.as_str()));
+        if let Some(s) = &rec.sender_id {
+            data.insert("sender_id".into(), json!(s));
+        }
+        if let Some(c) = &rec.error_code {
+            data.insert("error_code".into(), json!(c));
+        }
+        if let Some(m) = &rec.error_message {
+            data.insert("error_message".into(), json!(m));
+        }
+        Value::Object(data)
+    });
     if let Some(target) = rec
         .report
         .as_ref()
@@ -260,7 +275,7 @@ impl MessageRouter {
     ) -> Result<Applied, Error> {
         if let Some(mut record) = seed.take() {
             let inline = self.registry.without_actor(&id, || {
-                apply_update(&self.shared, &mut record, update.clone())
+                apply_update(&self.shared, &mut record, update.clone(), Await::ForEvents)
             });
             // `None`: a report's actor is live; it holds newer state than the seed.
             if let Some((applied, outbox, ticket)) = inline {

@@ -462,6 +462,17 @@ impl Snapshot {
         }
     }
 
+    /// Queues `changes` for the next commit with nobody waiting for it: no reply is
+    /// made, so the writer wakes no one. For changes whose commit nothing follows
+    /// (a message's status with no event to dispatch); a failed commit is logged by
+    /// the writer (`group commit failed`, `storage write refused`) and counted in
+    /// `otpd_snapshot_commit_failures_total`.
+    pub fn write_unawaited(&self, changes: Vec<Change>) {
+        if self.tx.send(Op::Write(changes, None)).is_err() {
+            tracing::error!("a storage write was dropped: the writer has stopped");
+        }
+    }
+
     /// Runs `f` on a read connection once every write queued before it has been
     /// committed (or refused), in a read transaction of its own: it sees those
     /// writes, and never one that is not committed.
