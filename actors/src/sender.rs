@@ -13,6 +13,7 @@
 //! [`WARN_EVERY`], which carries how many failures were not logged since the last
 //! one (each failure is still logged at DEBUG).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::delivery::RetrySchedule;
 use crate::message::{MessageRecord, MessageStatus};
 use crate::message_actor::{MessageRouter, StatusUpdate};
 use crate::provider::{OutboundMessage, Provider};
+use crate::telemetry;
 
 /// How soon after the commit (dispatch) the sender may seed the message's actor with
 /// the record it holds. Any actor a status report made since the commit was touched
@@ -98,7 +100,25 @@ impl MessageSender {
         // Dispatch happens right after the commit (outbox before network).
         let committed = self.clock.monotonic();
         if actix::Arbiter::try_current().is_some() {
-            actix_rt::spawn(async move { this.run(pending, committed).await });
+            let mut send = Box::pin(async move { this.run(pending, committed).await });
+            // Started here rather than in a task of its own: the provider call begins
+            // at once, and a provider that answers without waiting (an in-process
+            // queue, the `log` provider) has its receipt queued for the writer before
+            // the caller's answer leaves. Whatever is left (the network, the receipt's
+            // commit, retries) continues as a task; its first poll there registers the
+            // task's own waker, replacing the no-op one of this poll.
+            // A provider that panics fails only its send, as it would in a task.
+            let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                send.as_mut().poll(&mut cx)
+            }));
+            match polled {
+                Ok(std::task::Poll::Pending) => {
+                    actix_rt::spawn(send);
+                }
+                Ok(std::task::Poll::Ready(())) => {}
+                Err(_) => tracing::error!("the provider panicked; the message stays queued"),
+            }
             return;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
@@ -118,11 +138,17 @@ impl MessageSender {
             let provider = self.provider.name();
             let started = Stopwatch::start();
             let sent = self.provider.send(&outbound).await;
-            metrics::histogram!("otpd_provider_send_duration_seconds", "provider" => provider)
-                .record(started.elapsed().as_secs_f64());
+            telemetry::observe(
+                "otpd_provider_send_duration_seconds",
+                telemetry::one("provider", provider),
+                started.elapsed().as_secs_f64(),
+            );
             let outcome = if sent.is_ok() { "accepted" } else { "failed" };
-            metrics::counter!("otpd_provider_sends_total", "provider" => provider, "outcome" => outcome)
-                .increment(1);
+            telemetry::count(
+                "otpd_provider_sends_total",
+                telemetry::two(("provider", provider), ("outcome", outcome)),
+                1,
+            );
             match sent {
                 Ok(receipt) => {
                     let update = StatusUpdate {
