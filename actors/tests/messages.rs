@@ -522,3 +522,67 @@ async fn bad_messages_are_refused_before_anything_is_queued() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(f.provider.calls(), 0);
 }
+
+/// A provider with a bug: every send panics.
+struct PanickingProvider;
+
+impl otpd_actors::Provider for PanickingProvider {
+    fn send<'a>(
+        &'a self,
+        _message: &'a otpd_actors::OutboundMessage,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<otpd_actors::ProviderReceipt, otpd_actors::ProviderError>,
+    > {
+        panic!("a provider bug");
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_provider_fails_only_its_send_and_the_message_stays_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = start_clock();
+    // The send starts on the caller's thread: the panic must not reach the caller.
+    let runtime = otpd_actors::Runtime::builder(loopback_config(dir.path()))
+        .clock(clock.clone())
+        .provider(Arc::new(PanickingProvider))
+        .start()
+        .await
+        .unwrap();
+    let app = Arc::new(
+        runtime
+            .create_app(otpd_actors::NewApp {
+                name: "test".into(),
+                app_key: Some("test".into()),
+                settings: settings(),
+                ..otpd_actors::NewApp::default()
+            })
+            .await
+            .unwrap()
+            .app,
+    );
+    let first = runtime
+        .send_message(&app, message(Channel::Sms, None))
+        .await
+        .unwrap();
+    let second = runtime
+        .send_message(&app, message(Channel::Sms, None))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for id in [first.message_id, second.message_id] {
+        let m = runtime.message(&app, id).await.unwrap();
+        assert_eq!(m.status, MessageStatus::Queued, "{id}");
+    }
+    runtime.shutdown().await;
+    // Still queued in storage: the next start sends them.
+    let f = start(
+        loopback_config(dir.path()),
+        clock,
+        Arc::default(),
+        settings(),
+    )
+    .await;
+    wait_message(&f, first.message_id, MessageStatus::Sent).await;
+    wait_message(&f, second.message_id, MessageStatus::Sent).await;
+}
