@@ -159,8 +159,9 @@ impl MessageSender {
                     // Soon after the commit, the committed record is what SQLite holds
                     // unless a live actor says otherwise (see SEED_WITHIN).
                     let since = self.clock.monotonic().saturating_sub(committed);
-                    let seed = (since < SEED_WITHIN).then(|| record.clone());
-                    self.record(record.message_id, update, seed).await;
+                    let id = record.message_id;
+                    let seed = (since < SEED_WITHIN).then_some(record);
+                    self.record(id, update, seed).await;
                     return;
                 }
                 Err(e) => {
