@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use uuid::Uuid;
 
 use crate::app::App;
@@ -23,9 +22,9 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Lookups never see a gap: a reload inserts what storage holds before it removes
 /// what storage no longer holds, so a valid key is present at every instant.
 pub(crate) struct AppDirectory {
-    apps: DashMap<Uuid, Arc<App>>,
+    apps: crate::FastDashMap<Uuid, Arc<App>>,
     /// key hash → (key id, app id)
-    keys: DashMap<Digest32, (Uuid, Uuid)>,
+    keys: crate::FastDashMap<Digest32, (Uuid, Uuid)>,
     /// Bumped by every change made in this process. A reload whose read began
     /// before such a change does not remove entries: its snapshot may predate them.
     generation: AtomicU64,
@@ -39,8 +38,8 @@ impl AppDirectory {
     /// An empty directory whose miss-triggered reloads are spaced on `clock`.
     pub(crate) fn new(clock: Arc<dyn Clock>) -> AppDirectory {
         AppDirectory {
-            apps: DashMap::new(),
-            keys: DashMap::new(),
+            apps: crate::FastDashMap::default(),
+            keys: crate::FastDashMap::default(),
             generation: AtomicU64::new(0),
             clock,
             last_refresh: Mutex::new(None),

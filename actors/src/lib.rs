@@ -105,3 +105,10 @@ pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
 pub use registry::host_actors_here;
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeGauges, SendOtp, VerifyOtp, VerifyResult};
 pub use storage::{read_apps, SnapshotStats, StorageError, SCHEMA_VERSION};
+
+/// The concurrent maps every call looks into (actor registries, apps and API keys,
+/// webhooks, the app-wide rate limiter), hashed with foldhash instead of the
+/// standard SipHash: their keys (ids, phone numbers, key digests) are hashed several
+/// times per request. foldhash is seeded at random per process, so a client choosing
+/// phone numbers cannot aim them at one shard or bucket.
+pub(crate) type FastDashMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;

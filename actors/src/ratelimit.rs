@@ -5,7 +5,6 @@
 //! which bounds memory whatever the cap is and keeps the check O(60).
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use uuid::Uuid;
 
 use crate::clock::to_millis;
@@ -70,7 +69,7 @@ impl Window {
 /// Sends per app in the last minute.
 #[derive(Debug, Default)]
 pub struct AppLimiter {
-    windows: DashMap<Uuid, Window>,
+    windows: crate::FastDashMap<Uuid, Window>,
 }
 
 impl AppLimiter {

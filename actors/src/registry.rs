@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 
 use crate::clock::Clock;
 
@@ -69,7 +68,7 @@ type Spawn<'a, A> = Box<dyn FnOnce(&ArbiterHandle, Arc<AtomicUsize>) -> Addr<A> 
 
 /// Map of live actors of one kind, spread over a pool of arbiters.
 pub(crate) struct Registry<K, A: Actor> {
-    map: DashMap<K, Slot<A>>,
+    map: crate::FastDashMap<K, Slot<A>>,
     /// One counter shared by every slot when the actors owe no work of their own
     /// (OTP and message actors): saves an allocation per actor.
     shared_busy: Option<Arc<AtomicUsize>>,
@@ -85,7 +84,7 @@ impl<K: Hash + Eq + Clone, A: Actor> Registry<K, A> {
     /// A registry whose actors never owe work (`busy` stays 0), idle on `clock`'s time.
     pub(crate) fn new(arbiters: Vec<ArbiterHandle>, clock: Arc<dyn Clock>) -> Self {
         Registry {
-            map: DashMap::new(),
+            map: crate::FastDashMap::default(),
             shared_busy: Some(Arc::new(AtomicUsize::new(0))),
             arbiters,
             next: AtomicUsize::new(0),

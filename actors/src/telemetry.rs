@@ -14,6 +14,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+type Cache<T> = RefCell<HashMap<Series, T, foldhash::fast::RandomState>>;
+
 /// Up to two `(label, value)` pairs; unused pairs are `("", "")`.
 pub(crate) type Labels = [(&'static str, &'static str); 2];
 
@@ -21,9 +23,8 @@ pub(crate) type Labels = [(&'static str, &'static str); 2];
 type Series = (&'static str, Labels);
 
 thread_local! {
-    static COUNTERS: RefCell<HashMap<Series, metrics::Counter>> = RefCell::new(HashMap::new());
-    static HISTOGRAMS: RefCell<HashMap<Series, metrics::Histogram>> =
-        RefCell::new(HashMap::new());
+    static COUNTERS: Cache<metrics::Counter> = RefCell::default();
+    static HISTOGRAMS: Cache<metrics::Histogram> = RefCell::default();
 }
 
 /// The recorder's labels for `labels`, without the unused pairs.

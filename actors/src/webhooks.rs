@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -148,8 +147,8 @@ pub fn validate_description(d: &Option<String>) -> Result<(), String> {
 /// Webhooks by id and by (app, service type), mirrored from SQLite.
 #[derive(Default)]
 pub(crate) struct WebhookDirectory {
-    by_id: DashMap<String, Arc<Webhook>>,
-    by_app: DashMap<(Uuid, ServiceType), String>,
+    by_id: crate::FastDashMap<String, Arc<Webhook>>,
+    by_app: crate::FastDashMap<(Uuid, ServiceType), String>,
 }
 
 impl WebhookDirectory {

@@ -178,8 +178,8 @@ thread_local! {
     /// method label, status): a request then costs one map lookup instead of
     /// building its labels and looking them up in the recorder. Bounded: route
     /// patterns, method labels and status codes are all finite sets.
-    static SERIES: RefCell<HashMap<(String, &'static str, u16), Series>> =
-        RefCell::new(HashMap::new());
+    static SERIES: RefCell<HashMap<(String, &'static str, u16), Series, foldhash::fast::RandomState>> =
+        RefCell::default();
 }
 
 /// Counts one answered request and records its latency.
