@@ -162,10 +162,57 @@ fn main() {
 
     let mut otp = conn.prepare(OTP_UPDATE).expect("prepare");
     let mut message = conn.prepare(MESSAGE_UPSERT).expect("prepare");
+    // The flake's row, as a request (`finished` none) or a verify writes it.
+    let mut write_otp = |phone: usize, message_id: uuid::Uuid, finished: Option<i64>| {
+        let flake = uuid::Uuid::now_v7().hyphenated().to_string();
+        let (status, attempts) = if finished.is_some() {
+            ("verified", 1)
+        } else {
+            ("pending", 0)
+        };
+        otp.execute(params![
+            app_text,
+            phones[phone],
+            flake,
+            &hash[..],
+            status,
+            attempts,
+            3,
+            "sms",
+            message_id.hyphenated().to_string(),
+            None::<String>,
+            None::<String>,
+            now,
+            now + 600_000,
+            finished,
+            &sends,
+            now
+        ])
+        .expect("otp_state");
+    };
+    // The message's row: `queued` at the request, `sent` at the receipt.
+    let mut write_message = |phone: usize, message_id: uuid::Uuid, sent_at: Option<i64>| {
+        let (status, attempts) = if sent_at.is_some() {
+            ("sent", 1)
+        } else {
+            ("queued", 0)
+        };
+        message
+            .execute(params![
+                id(message_id),
+                id(app),
+                phones[phone],
+                status,
+                attempts,
+                now,
+                sent_at
+            ])
+            .expect("messages");
+    };
     let mut rng = rand::thread_rng();
-    // Requests whose receipt and verify are still to come, oldest first.
-    let mut sent: std::collections::VecDeque<(uuid::Uuid, usize)> = Default::default();
+    // Requests whose receipt, and receipts whose verify, are still to come.
     let mut queued: std::collections::VecDeque<(uuid::Uuid, usize)> = Default::default();
+    let mut sent: std::collections::VecDeque<(uuid::Uuid, usize)> = Default::default();
     let (mut commits, mut frames, mut checkpoint_secs) = (0u64, 0i64, 0f64);
     let started = Instant::now();
     let mut op = 0;
@@ -176,77 +223,19 @@ fn main() {
                 0 => {
                     let phone = rng.gen_range(0..PHONES);
                     let message_id = uuid::Uuid::now_v7();
-                    let flake = uuid::Uuid::now_v7().hyphenated().to_string();
-                    otp.execute(params![
-                        app_text,
-                        phones[phone],
-                        flake,
-                        &hash[..],
-                        "pending",
-                        0,
-                        3,
-                        "sms",
-                        message_id.hyphenated().to_string(),
-                        None::<String>,
-                        None::<String>,
-                        now,
-                        now + 600_000,
-                        None::<i64>,
-                        &sends,
-                        now
-                    ])
-                    .expect("request");
-                    message
-                        .execute(params![
-                            id(message_id),
-                            id(app),
-                            phones[phone],
-                            "queued",
-                            0,
-                            now,
-                            None::<i64>
-                        ])
-                        .expect("queued");
+                    write_otp(phone, message_id, None);
+                    write_message(phone, message_id, None);
                     queued.push_back((message_id, phone));
                 }
                 1 => {
                     if let Some((message_id, phone)) = queued.pop_front() {
-                        message
-                            .execute(params![
-                                id(message_id),
-                                id(app),
-                                phones[phone],
-                                "sent",
-                                1,
-                                now,
-                                Some(now)
-                            ])
-                            .expect("receipt");
+                        write_message(phone, message_id, Some(now));
                         sent.push_back((message_id, phone));
                     }
                 }
                 _ => {
                     if let Some((message_id, phone)) = sent.pop_front() {
-                        let flake = uuid::Uuid::now_v7().hyphenated().to_string();
-                        otp.execute(params![
-                            app_text,
-                            phones[phone],
-                            flake,
-                            &hash[..],
-                            "verified",
-                            1,
-                            3,
-                            "sms",
-                            message_id.hyphenated().to_string(),
-                            None::<String>,
-                            None::<String>,
-                            now,
-                            now + 600_000,
-                            Some(now),
-                            &sends,
-                            now
-                        ])
-                        .expect("verify");
+                        write_otp(phone, message_id, Some(now));
                     }
                 }
             }
