@@ -358,6 +358,12 @@ impl Ticket {
         on_commit: impl FnOnce() + Send + 'static,
         on_error: impl FnOnce() + Send + 'static,
     ) -> Result<(), StorageError> {
+        // Nothing was written (`Ticket::done`, an unawaited write): nothing to wait
+        // for in either mode, and no task to watch it.
+        if self.rx.is_none() {
+            on_commit();
+            return Ok(());
+        }
         match durability {
             Durability::Commit => match self.committed().await {
                 Ok(()) => {
