@@ -549,18 +549,7 @@ async fn a_panicking_provider_fails_only_its_send_and_the_message_stays_queued()
         .start()
         .await
         .unwrap();
-    let app = Arc::new(
-        runtime
-            .create_app(otpd_actors::NewApp {
-                name: "test".into(),
-                app_key: Some("test".into()),
-                settings: settings(),
-                ..otpd_actors::NewApp::default()
-            })
-            .await
-            .unwrap()
-            .app,
-    );
+    let app = test_app(&runtime, settings()).await;
     let first = runtime
         .send_message(&app, message(Channel::Sms, None))
         .await

@@ -202,17 +202,7 @@ async fn http_provider_is_retried_on_the_schedule_then_marks_sent_with_its_id() 
         .start()
         .await
         .unwrap();
-    let app = Arc::new(
-        runtime
-            .create_app(otpd_actors::NewApp {
-                name: "t".into(),
-                settings: settings(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .app,
-    );
+    let app = test_app(&runtime, settings()).await;
     let issued = runtime.request(&app, send(PHONE)).await.unwrap();
     let id = issued.message_id.unwrap();
     eventually("first provider call", || rx.hits() == 1).await;

@@ -75,18 +75,7 @@ pub async fn start_with(
     let runtime = tweak(builder).start().await.unwrap();
     let app = match runtime.apps().first() {
         Some(app) => app.clone(),
-        None => {
-            let CreatedApp { app, .. } = runtime
-                .create_app(NewApp {
-                    name: "test".into(),
-                    app_key: Some("test".into()),
-                    settings,
-                    ..NewApp::default()
-                })
-                .await
-                .unwrap();
-            Arc::new(app)
-        }
+        None => test_app(&runtime, settings).await,
     };
     Fixture {
         runtime,
@@ -95,6 +84,20 @@ pub async fn start_with(
         app,
         db,
     }
+}
+
+/// Creates the app `test` (key `test`) with `settings` on `runtime`.
+pub async fn test_app(runtime: &Runtime, settings: AppSettings) -> Arc<App> {
+    let CreatedApp { app, .. } = runtime
+        .create_app(NewApp {
+            name: "test".into(),
+            app_key: Some("test".into()),
+            settings,
+            ..NewApp::default()
+        })
+        .await
+        .unwrap();
+    Arc::new(app)
 }
 
 /// A scripted receiver (see [`otpd_test_support::receiver`]); async so existing
