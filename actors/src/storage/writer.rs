@@ -71,6 +71,9 @@ pub(super) fn spawn(
     let handle = std::thread::Builder::new()
         .name("otpd-snapshot".into())
         .spawn(move || {
+            if let Err(e) = super::sched::prefer_batching() {
+                tracing::debug!(error = %e, "the writer keeps the default scheduling policy");
+            }
             // The statements borrow the connection, so both live on this thread's stack.
             let conn = conn;
             Writer {
