@@ -168,7 +168,7 @@ fn apply_update(
         rec.attempts = attempts;
     }
     let outbox = status_events(&shared.webhooks, rec, now);
-    let mut changes = vec![Change::Message(rec.clone())];
+    let mut changes = vec![Change::MessageUpdate(rec.clone())];
     changes.extend(outbox.changes());
     let ticket = if wait == Await::ForEvents && outbox.is_empty() {
         shared.snapshot.write_unawaited(changes);

@@ -73,7 +73,7 @@ impl Runtime {
                         self.inner
                             .shared
                             .snapshot
-                            .write(vec![Change::Message(superseded)])
+                            .write(vec![Change::MessageUpdate(superseded)])
                             .committed()
                             .await?;
                     }

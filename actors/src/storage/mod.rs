@@ -193,6 +193,10 @@ pub enum Change {
     OtpUpdate(OtpRecord),
     /// Upsert a message.
     Message(MessageRecord),
+    /// The same, for a message whose row was committed before (a status change): an
+    /// `UPDATE` of the columns a status change touches (falling back to the upsert if
+    /// the row is gone).
+    MessageUpdate(MessageRecord),
     /// Upsert an app (insert fails on a duplicate `app_key`).
     App(App),
     /// Add an API key (hashed).

@@ -22,7 +22,7 @@ use super::readers::{ReadFn, Readers};
 use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
 use crate::clock::{thread_cpu_time, to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
-use crate::message::Purpose;
+use crate::message::{MessageRecord, Purpose};
 use crate::otp::OtpRecord;
 
 /// `journal_size_limit`: the WAL file is truncated to this after a restart.
@@ -468,45 +468,8 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
     match change {
         Change::Otp(rec) => write_otp(sql, rec, now, false)?,
         Change::OtpUpdate(rec) => write_otp(sql, rec, now, true)?,
-        Change::Message(m) => {
-            sql.run(
-                "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
-                 status, error_code, error_message, provider_message_id, attempts, created_at, updated_at,
-                 report_url, report_type, report_secret, sent_at, delivered_at, read_at, failed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21)
-                 ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,
-                 error_code = excluded.error_code, error_message = excluded.error_message,
-                 provider_message_id = excluded.provider_message_id, attempts = excluded.attempts,
-                 body = excluded.body, updated_at = excluded.updated_at,
-                 sent_at = excluded.sent_at, delivered_at = excluded.delivered_at,
-                 read_at = excluded.read_at, failed_at = excluded.failed_at", params![
-                uuid_text(&m.message_id),
-                uuid_text(&m.app_id),
-                m.channel.as_str(),
-                m.to,
-                m.body,
-                m.sender_id,
-                match m.purpose {
-                    Purpose::Otp => "otp",
-                    Purpose::Message => "message",
-                },
-                m.status.as_str(),
-                m.error_code,
-                m.error_message,
-                m.provider_message_id,
-                m.attempts,
-                to_millis(m.created_at),
-                to_millis(m.updated_at),
-                m.report.as_ref().map(|r| r.url.clone()),
-                m.report.as_ref().map(|r| r.report_type.as_str()),
-                m.report.as_ref().and_then(|r| r.secret.clone()),
-                m.reached.sent_at.map(to_millis),
-                m.reached.delivered_at.map(to_millis),
-                m.reached.read_at.map(to_millis),
-                m.reached.failed_at.map(to_millis),
-            ])?;
-        }
+        Change::Message(m) => write_message(sql, m, false)?,
+        Change::MessageUpdate(m) => write_message(sql, m, true)?,
         Change::App(app) => {
             let settings = serde_json::to_string(&app.settings)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?;
@@ -651,6 +614,78 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
             sql.run("DELETE FROM webhooks WHERE webhook_id = ?1", params![id])?;
         }
     }
+    Ok(())
+}
+
+/// Writes a message. With `update_first` (its row was committed before: a status
+/// change) it is a plain `UPDATE` of the columns a status change can touch, one seek
+/// of the primary key; if that changes no row (the row was purged meanwhile) it falls
+/// back to the upsert, which first tries the insert and then updates on the conflict.
+fn write_message(sql: &Sql<'_>, m: &MessageRecord, update_first: bool) -> Result<(), StorageError> {
+    let message_id = uuid_text(&m.message_id);
+    if update_first {
+        let updated = sql.run(
+            "UPDATE messages SET status = ?2, error_code = ?3, error_message = ?4,
+             provider_message_id = ?5, attempts = ?6, body = ?7, updated_at = ?8, sent_at = ?9,
+             delivered_at = ?10, read_at = ?11, failed_at = ?12 WHERE message_id = ?1",
+            params![
+                message_id,
+                m.status.as_str(),
+                m.error_code,
+                m.error_message,
+                m.provider_message_id,
+                m.attempts,
+                m.body,
+                to_millis(m.updated_at),
+                m.reached.sent_at.map(to_millis),
+                m.reached.delivered_at.map(to_millis),
+                m.reached.read_at.map(to_millis),
+                m.reached.failed_at.map(to_millis),
+            ],
+        )?;
+        if updated > 0 {
+            return Ok(());
+        }
+    }
+    sql.run(
+        "INSERT INTO messages (message_id, app_id, channel, recipient, body, sender_id, purpose,
+         status, error_code, error_message, provider_message_id, attempts, created_at, updated_at,
+         report_url, report_type, report_secret, sent_at, delivered_at, read_at, failed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+         ?18, ?19, ?20, ?21)
+         ON CONFLICT(message_id) DO UPDATE SET status = excluded.status,
+         error_code = excluded.error_code, error_message = excluded.error_message,
+         provider_message_id = excluded.provider_message_id, attempts = excluded.attempts,
+         body = excluded.body, updated_at = excluded.updated_at,
+         sent_at = excluded.sent_at, delivered_at = excluded.delivered_at,
+         read_at = excluded.read_at, failed_at = excluded.failed_at",
+        params![
+            message_id,
+            uuid_text(&m.app_id),
+            m.channel.as_str(),
+            m.to,
+            m.body,
+            m.sender_id,
+            match m.purpose {
+                Purpose::Otp => "otp",
+                Purpose::Message => "message",
+            },
+            m.status.as_str(),
+            m.error_code,
+            m.error_message,
+            m.provider_message_id,
+            m.attempts,
+            to_millis(m.created_at),
+            to_millis(m.updated_at),
+            m.report.as_ref().map(|r| r.url.clone()),
+            m.report.as_ref().map(|r| r.report_type.as_str()),
+            m.report.as_ref().and_then(|r| r.secret.clone()),
+            m.reached.sent_at.map(to_millis),
+            m.reached.delivered_at.map(to_millis),
+            m.reached.read_at.map(to_millis),
+            m.reached.failed_at.map(to_millis),
+        ],
+    )?;
     Ok(())
 }
 
@@ -825,5 +860,70 @@ mod tests {
             .unwrap();
         let k = rec.key.clone();
         assert_eq!(snap.read(move |c| load_otp(c, &k)).await.unwrap(), rec);
+    }
+
+    #[tokio::test]
+    async fn a_message_update_changes_its_row_and_indexes_and_rewrites_a_row_that_is_gone() {
+        use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
+        use crate::storage::{load_message_any, load_queued_messages, message_id_by_provider_id};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let now = SystemClock.now();
+        let mut rec = MessageRecord {
+            message_id: Uuid::now_v7(),
+            app_id: Uuid::nil(),
+            channel: Channel::Sms,
+            to: "+255700000009".into(),
+            status: MessageStatus::Queued,
+            error_code: None,
+            error_message: None,
+            sender_id: Some("otpd".into()),
+            provider_message_id: None,
+            purpose: Purpose::Otp,
+            body: None,
+            attempts: 0,
+            report: None,
+            created_at: now,
+            updated_at: now,
+            reached: Default::default(),
+        };
+        let stored = |snap: &Snapshot, id: Uuid| {
+            let snap = snap.clone();
+            async move {
+                let row = snap.read(move |c| load_message_any(c, &id)).await.unwrap();
+                serde_json::to_value(row.expect("the row exists")).unwrap()
+            }
+        };
+        // No row yet: the UPDATE changes nothing and the upsert inserts.
+        snap.write(vec![Change::MessageUpdate(rec.clone())])
+            .committed()
+            .await
+            .unwrap();
+        assert_eq!(
+            stored(&snap, rec.message_id).await,
+            serde_json::to_value(&rec).unwrap()
+        );
+        let queued = snap.read(load_queued_messages).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        // The row exists: the UPDATE changes the status, its time stamps, the
+        // provider's id and both indexes that follow them.
+        rec.provider_message_id = Some("prov-1".into());
+        rec.attempts = 1;
+        rec.set_status(MessageStatus::Sent, now + chrono::Duration::milliseconds(5));
+        snap.write(vec![Change::MessageUpdate(rec.clone())])
+            .committed()
+            .await
+            .unwrap();
+        assert_eq!(
+            stored(&snap, rec.message_id).await,
+            serde_json::to_value(&rec).unwrap()
+        );
+        assert!(snap.read(load_queued_messages).await.unwrap().is_empty());
+        let found = snap
+            .read(|c| message_id_by_provider_id(c, "prov-1"))
+            .await
+            .unwrap();
+        assert_eq!(found, Some(rec.message_id));
     }
 }
