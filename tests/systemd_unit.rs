@@ -35,6 +35,8 @@ fn the_unit_is_hardened() {
         ("MemoryDenyWriteExecute", "yes"),
         ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
         ("SystemCallFilter", "@system-service"),
+        // The writer's SCHED_BATCH (actors/src/storage/sched.rs) under the filter.
+        ("SystemCallFilter", "sched_setscheduler"),
         ("UMask", "0077"),
         ("KillSignal", "SIGTERM"),
     ] {
