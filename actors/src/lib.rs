@@ -64,9 +64,7 @@
 //! provider status report ──► MessageActor (rank guard) ──► commit ──► Dispatcher
 //! ```
 
-// One FFI call sets the writer thread's scheduling policy (storage/sched.rs, its own
-// `allow` and SAFETY note); everything else stays safe.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;

@@ -59,7 +59,6 @@
 //! | `mod.rs` | [`Snapshot`] (the handle), [`Ticket`], [`Change`], [`StorageError`], [`open_connection`] |
 //! | `writer.rs` | the writer thread: group commit, `apply` (each [`Change`] as SQL), savepoints, segments and replay |
 //! | `checkpoint.rs` | the checkpointer thread and the writer's WAL bounding |
-//! | `sched.rs` | the writer thread's scheduling policy (`SCHED_BATCH`: bigger commits when the CPUs are busy) |
 //! | `readers.rs` | the read connections and their threads, which run [`Snapshot::read`]s after the commit |
 //! | `schema.rs` | the schema as versioned migrations keyed on `PRAGMA user_version` |
 //! | `schema_tests.rs`, `fixtures/` | each migration tested from a database of the previous version (frozen historical schemas) |
@@ -79,7 +78,6 @@ mod deliveries;
 mod messages;
 mod otp;
 mod readers;
-mod sched;
 mod schema;
 mod webhooks;
 mod writer;

@@ -71,7 +71,8 @@ pub(super) fn spawn(
     let handle = std::thread::Builder::new()
         .name("otpd-snapshot".into())
         .spawn(move || {
-            if let Err(e) = super::sched::prefer_batching() {
+            // No wake-up preemption: under load, bigger commits (see otpd-sched).
+            if let Err(e) = otpd_sched::prefer_batching() {
                 tracing::debug!(error = %e, "the writer keeps the default scheduling policy");
             }
             // The statements borrow the connection, so both live on this thread's stack.
@@ -925,5 +926,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found, Some(rec.message_id));
+    }
+
+    #[tokio::test]
+    async fn the_writer_thread_runs_under_sched_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        // `write_with` runs its closure on the writer thread.
+        let on_writer = snap
+            .write_with(|_| {
+                otpd_sched::current_policy().map_err(|e| StorageError::Io(e.to_string()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(on_writer, otpd_sched::Policy::Batch);
+        snap.shutdown().await;
     }
 }
