@@ -889,20 +889,22 @@ mod tests {
             updated_at: now,
             reached: Default::default(),
         };
-        let stored = |snap: &Snapshot, id: Uuid| {
-            let snap = snap.clone();
+        // Writes `rec` as a status change and reads its row back.
+        let update = |snap: &Snapshot, rec: &MessageRecord| {
+            let (snap, rec) = (snap.clone(), rec.clone());
             async move {
+                let id = rec.message_id;
+                snap.write(vec![Change::MessageUpdate(rec)])
+                    .committed()
+                    .await
+                    .unwrap();
                 let row = snap.read(move |c| load_message_any(c, &id)).await.unwrap();
                 serde_json::to_value(row.expect("the row exists")).unwrap()
             }
         };
         // No row yet: the UPDATE changes nothing and the upsert inserts.
-        snap.write(vec![Change::MessageUpdate(rec.clone())])
-            .committed()
-            .await
-            .unwrap();
         assert_eq!(
-            stored(&snap, rec.message_id).await,
+            update(&snap, &rec).await,
             serde_json::to_value(&rec).unwrap()
         );
         let queued = snap.read(load_queued_messages).await.unwrap();
@@ -912,12 +914,8 @@ mod tests {
         rec.provider_message_id = Some("prov-1".into());
         rec.attempts = 1;
         rec.set_status(MessageStatus::Sent, now + chrono::Duration::milliseconds(5));
-        snap.write(vec![Change::MessageUpdate(rec.clone())])
-            .committed()
-            .await
-            .unwrap();
         assert_eq!(
-            stored(&snap, rec.message_id).await,
+            update(&snap, &rec).await,
             serde_json::to_value(&rec).unwrap()
         );
         assert!(snap.read(load_queued_messages).await.unwrap().is_empty());
