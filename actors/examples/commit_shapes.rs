@@ -11,12 +11,13 @@
 //! pages, `synchronous = NORMAL`, the writer's page cache and prepared statements,
 //! 20,000 phones in `otp_state`. The ops come in the cycle's rotation: a request
 //! (the `otp_state` row and the `queued` message), the provider's receipt (the
-//! message's upsert to `sent`), a verify (the `otp_state` row), with the writer's
+//! message's `UPDATE` to `sent`; its upsert before the seventh pass), a verify (the `otp_state` row), with the writer's
 //! own statements, `OPS_PER_COMMIT` to a commit (over HTTP ~11, in process ~300).
 //! Every 64 commits a passive checkpoint copies the WAL and lets it start over; it
 //! is timed apart, and its frame count gives the WAL frames per commit.
 //!
-//! `VARIANT` reshapes `messages`: `current`; `blob-ids` (16-byte `message_id` and
+//! `VARIANT` reshapes `messages`: `current`; `receipt-upsert` (the current table,
+//! the receipt written with the message's upsert as before the seventh pass); `blob-ids` (16-byte `message_id` and
 //! `app_id`); `blob-without-rowid` (the same, `WITHOUT ROWID`); `blob-no-queued`
 //! (that, without the `messages_queued` index); `no-indexes` (the current table
 //! without its two secondary indexes). Prints µs per op (commits, not
@@ -66,11 +67,17 @@ const MESSAGE_UPSERT: &str = "INSERT INTO messages (message_id, app_id, channel,
     delivered_at = excluded.delivered_at, read_at = excluded.read_at,
     failed_at = excluded.failed_at";
 
+/// The receipt as the writer has written it since the seventh pass
+/// (`Change::MessageUpdate`): the columns a status change touches, by primary key.
+const MESSAGE_STATUS_UPDATE: &str = "UPDATE messages SET status = ?2, error_code = ?3,
+    error_message = ?4, provider_message_id = ?5, attempts = ?6, body = ?7, updated_at = ?8,
+    sent_at = ?9, delivered_at = ?10, read_at = ?11, failed_at = ?12 WHERE message_id = ?1";
+
 /// The schema with `variant`'s `messages`, and whether its ids are blobs.
 fn schema(variant: &str) -> Option<(String, bool)> {
     let base = SCHEMA.replace("PRAGMA user_version = 6;", "");
     Some(match variant {
-        "current" => (base, false),
+        "current" | "receipt-upsert" => (base, false),
         "blob-ids" => (base.replace(TEXT_KEYS, BLOB_KEYS), true),
         "blob-without-rowid" => (
             base.replace(TEXT_KEYS, BLOB_KEYS)
@@ -112,7 +119,7 @@ fn main() {
     let variant = args.get(1).map_or("current", String::as_str);
     let per_commit: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let Some((ddl, blob_ids)) = schema(variant) else {
-        eprintln!("unknown variant {variant}: current, blob-ids, blob-without-rowid, blob-no-queued, no-indexes");
+        eprintln!("unknown variant {variant}: current, receipt-upsert, blob-ids, blob-without-rowid, blob-no-queued, no-indexes");
         std::process::exit(2);
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -162,6 +169,9 @@ fn main() {
 
     let mut otp = conn.prepare(OTP_UPDATE).expect("prepare");
     let mut message = conn.prepare(MESSAGE_UPSERT).expect("prepare");
+    let mut status_update = conn.prepare(MESSAGE_STATUS_UPDATE).expect("prepare");
+    // Every variant but `receipt-upsert` writes the receipt as the writer does now.
+    let receipt_as_update = variant != "receipt-upsert";
     // The flake's row, as a request (`finished` none) or a verify writes it.
     let mut write_otp = |phone: usize, message_id: uuid::Uuid, finished: Option<i64>| {
         let flake = uuid::Uuid::now_v7().hyphenated().to_string();
@@ -197,6 +207,26 @@ fn main() {
         } else {
             ("queued", 0)
         };
+        if sent_at.is_some() && receipt_as_update {
+            let changed = status_update
+                .execute(params![
+                    id(message_id),
+                    status,
+                    None::<String>,
+                    None::<String>,
+                    None::<String>,
+                    attempts,
+                    None::<String>,
+                    now,
+                    sent_at,
+                    None::<i64>,
+                    None::<i64>,
+                    None::<i64>
+                ])
+                .expect("messages");
+            assert_eq!(changed, 1, "the receipt's message row exists");
+            return;
+        }
         message
             .execute(params![
                 id(message_id),
