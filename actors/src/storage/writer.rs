@@ -73,7 +73,8 @@ pub(super) fn spawn(
         .spawn(move || {
             // No wake-up preemption: under load, bigger commits (see otpd-sched).
             if let Err(e) = otpd_sched::prefer_batching() {
-                tracing::debug!(error = %e, "the writer keeps the default scheduling policy");
+                // Once, at start: an operator can see why commits stay smaller.
+                tracing::info!(error = %e, "the storage writer could not switch to SCHED_BATCH; it keeps the default scheduling policy");
             }
             // The statements borrow the connection, so both live on this thread's stack.
             let conn = conn;
