@@ -25,6 +25,8 @@
 
 #![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
+mod common;
+
 use std::time::Instant;
 
 use rand::Rng;
@@ -99,15 +101,7 @@ fn schema(variant: &str) -> Option<(String, bool)> {
 }
 
 fn open(path: &std::path::Path, ddl: &str) -> Connection {
-    let conn = Connection::open(path).expect("open");
-    conn.pragma_update(None, "page_size", 2048)
-        .expect("page_size");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .expect("sync");
-    conn.pragma_update(None, "cache_size", -8192)
-        .expect("cache");
+    let conn = common::open_like_the_writer(path);
     conn.query_row("PRAGMA wal_autocheckpoint = 0", [], |_| Ok(()))
         .expect("autocheckpoint");
     conn.execute_batch(ddl).expect("schema");

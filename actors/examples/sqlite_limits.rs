@@ -19,6 +19,8 @@
 
 #![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
+mod common;
+
 use std::time::Instant;
 
 use rand::Rng;
@@ -30,15 +32,7 @@ const RUNS: usize = 5;
 const PHONES: usize = 20_000;
 
 fn open(dir: &std::path::Path, name: &str) -> Connection {
-    let conn = Connection::open(dir.join(name)).expect("open");
-    conn.pragma_update(None, "page_size", 2048)
-        .expect("page_size");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .expect("sync");
-    conn.pragma_update(None, "cache_size", -8192)
-        .expect("cache");
+    let conn = common::open_like_the_writer(&dir.join(name));
     conn.execute_batch(
         "CREATE TABLE messages (
             message_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, channel TEXT NOT NULL,
