@@ -117,7 +117,7 @@ use crate::secrets::Digest32;
 use crate::webhooks::Webhook;
 use checkpoint::Checkpointer;
 use readers::ReadFn;
-use writer::{exec, Op};
+use writer::{exec, Op, Reply};
 
 /// A storage failure. Cloneable because one failed commit answers many senders.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -459,7 +459,11 @@ impl Snapshot {
     /// Never blocks: this runs inside actor handlers on the runtime's arbiters.
     pub fn write(&self, changes: Vec<Change>) -> Ticket {
         let (tx, rx) = oneshot::channel();
-        let rx = if self.tx.send(Op::Write(changes, Some(tx))).is_err() {
+        let rx = if self
+            .tx
+            .send(Op::Write(changes, Some(Reply::new(tx))))
+            .is_err()
+        {
             let (tx, rx) = oneshot::channel();
             let _ = tx.send(Err(StorageError::Closed));
             rx

@@ -3,7 +3,8 @@
 //!
 //! [`Snapshot`](super::Snapshot) queues [`Op`]s; the thread drains the queue into one
 //! transaction (see the module doc of [`storage`](super) for the savepoint and
-//! segment rules) and answers every sender after the commit.
+//! segment rules) and answers every sender after the commit, each waiting thread's
+//! answers together.
 
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
@@ -32,15 +33,54 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// A fixed cost, but it shows in the RSS-per-flake figure, so it stays modest.
 const WRITER_CACHE_KIB: i64 = 8_192;
 
-type Reply = oneshot::Sender<Result<(), StorageError>>;
+/// Who waits for a write's commit: the reply channel, and a tag of the thread that
+/// queued the write ([`caller_thread`]).
+pub(super) struct Reply {
+    tx: oneshot::Sender<Result<(), StorageError>>,
+    thread: u32,
+}
+
+impl Reply {
+    /// A reply for the calling thread.
+    pub(super) fn new(tx: oneshot::Sender<Result<(), StorageError>>) -> Reply {
+        Reply {
+            tx,
+            thread: caller_thread(),
+        }
+    }
+
+    fn send(self, result: Result<(), StorageError>) {
+        let _ = self.tx.send(result);
+    }
+}
+
+/// The batch's answers, each waiting thread's together, in queue order within a
+/// thread (see [`caller_thread`]).
+fn by_thread<T>(mut replies: Vec<(Reply, T)>) -> Vec<(Reply, T)> {
+    replies.sort_by_key(|(reply, _)| reply.thread);
+    replies
+}
+
+/// A small number naming the calling thread, given out on its first write.
+///
+/// The writer answers a batch's writers grouped by this tag: the first answer to an
+/// idle thread wakes it (a system call and, from another core, an interrupt); the
+/// answers right after it find it already woken and cost no more. Answered in queue
+/// order instead, two threads' answers alternate, and a thread that woke and went
+/// back to sleep between two of them is woken again.
+fn caller_thread() -> u32 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    thread_local! {
+        static TAG: u32 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|tag| *tag)
+}
 
 /// What the writer thread is asked to do, in queue order.
 pub(super) enum Op {
     /// Changes to apply together, and who to answer after the commit.
-    Write(
-        Vec<Change>,
-        Option<oneshot::Sender<Result<(), StorageError>>>,
-    ),
+    Write(Vec<Change>, Option<Reply>),
     /// A read that sees every write queued before it: handed to the read
     /// connections once the batch holding it has committed.
     Read(ReadFn),
@@ -326,8 +366,8 @@ impl Writer<'_> {
         }
         match outcome {
             Ok(()) => {
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
+                for (reply, result) in by_thread(replies) {
+                    reply.send(result);
                 }
             }
             Err(e) => {
@@ -336,8 +376,8 @@ impl Writer<'_> {
                 if !self.sql.conn.is_autocommit() {
                     let _ = self.sql.exec("ROLLBACK");
                 }
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(e.clone()));
+                for (reply, _) in by_thread(replies) {
+                    reply.send(Err(e.clone()));
                 }
             }
         }
@@ -925,6 +965,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found, Some(rec.message_id));
+    }
+
+    #[test]
+    fn each_thread_has_its_own_tag_for_good() {
+        let here = super::caller_thread();
+        assert_eq!(super::caller_thread(), here);
+        let there = std::thread::spawn(super::caller_thread).join().unwrap();
+        assert_ne!(there, here);
+    }
+
+    #[test]
+    fn answers_are_grouped_by_thread_in_queue_order() {
+        let (mut receivers, mut replies) = (Vec::new(), Vec::new());
+        // Queued by threads 2, 1, 2, 1, 2, as two workers' writes interleave.
+        for (n, thread) in [2, 1, 2, 1, 2].into_iter().enumerate() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            receivers.push(rx);
+            replies.push((super::Reply { tx, thread }, n));
+        }
+        let order: Vec<(u32, usize)> = super::by_thread(replies)
+            .into_iter()
+            .map(|(reply, n)| {
+                let thread = reply.thread;
+                reply.send(Ok(()));
+                (thread, n)
+            })
+            .collect();
+        assert_eq!(order, [(1, 1), (1, 3), (2, 0), (2, 2), (2, 4)]);
+        for mut rx in receivers {
+            assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+        }
     }
 
     #[tokio::test]
