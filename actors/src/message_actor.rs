@@ -32,7 +32,7 @@ use crate::delivery::{Delivery, DeliveryKind, Dispatcher};
 use crate::error::Error;
 use crate::events::outbox::Outbox;
 use crate::events::{Event, ServiceType};
-use crate::message::{status_applies, MessageRecord, MessageStatus, ReportType};
+use crate::message::{status_applies, Channel, MessageRecord, MessageStatus, ReportType};
 use crate::registry::Registry;
 use crate::storage::{load_message_any, Change, Snapshot, Ticket};
 use crate::webhooks::WebhookDirectory;
@@ -187,8 +187,8 @@ fn apply_update(
 fn status_events(webhooks: &WebhookDirectory, rec: &MessageRecord, now: DateTime<Utc>) -> Outbox {
     let mut outbox = Outbox::default();
     let service_type = ServiceType::from(rec.channel);
-    let name = format!("{}.{}", rec.channel, rec.status.as_str());
-    outbox.webhook_event(webhooks, rec.app_id, service_type, &name, now, || {
+    let name = status_event(rec.channel, rec.status);
+    outbox.webhook_event(webhooks, rec.app_id, service_type, name, now, || {
         let mut data = Map::new();
         data.insert("message_id".into(), json!(rec.message_id));
         data.insert("to".into(), json!(rec.to));
@@ -227,7 +227,7 @@ fn status_events(webhooks: &WebhookDirectory, rec: &MessageRecord, now: DateTime
             body.insert("sender_id".into(), json!(s));
         }
         let rendered = serde_json::to_string(&Value::Object(body)).unwrap_or_default();
-        let event = Event::with_body(&name, service_type, rec.app_id, now, rendered);
+        let event = Event::with_body(name, service_type, rec.app_id, now, rendered);
         let mut d = Delivery::new(
             &event,
             DeliveryKind::Report,
@@ -239,6 +239,29 @@ fn status_events(webhooks: &WebhookDirectory, rec: &MessageRecord, now: DateTime
         outbox.items.push((event, vec![d]));
     }
     outbox
+}
+
+/// The event name of a message status, `<channel>.<status>`, without formatting it
+/// for every status (most have no webhook or report to go to).
+fn status_event(channel: Channel, status: MessageStatus) -> &'static str {
+    use MessageStatus::*;
+    match (channel, status) {
+        (Channel::Sms, Queued) => "sms.queued",
+        (Channel::Sms, Sent) => "sms.sent",
+        (Channel::Sms, Delivered) => "sms.delivered",
+        (Channel::Sms, Read) => "sms.read",
+        (Channel::Sms, Failed) => "sms.failed",
+        (Channel::Whatsapp, Queued) => "whatsapp.queued",
+        (Channel::Whatsapp, Sent) => "whatsapp.sent",
+        (Channel::Whatsapp, Delivered) => "whatsapp.delivered",
+        (Channel::Whatsapp, Read) => "whatsapp.read",
+        (Channel::Whatsapp, Failed) => "whatsapp.failed",
+        (Channel::Telegram, Queued) => "telegram.queued",
+        (Channel::Telegram, Sent) => "telegram.sent",
+        (Channel::Telegram, Delivered) => "telegram.delivered",
+        (Channel::Telegram, Read) => "telegram.read",
+        (Channel::Telegram, Failed) => "telegram.failed",
+    }
 }
 
 /// Routes status updates to message actors and settles their commits.
@@ -341,5 +364,26 @@ impl MessageRouter {
     /// Message actors alive.
     pub(crate) fn actors(&self) -> usize {
         self.registry.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_event_names_are_channel_dot_status() {
+        use MessageStatus::*;
+        for channel in [Channel::Sms, Channel::Whatsapp, Channel::Telegram] {
+            for status in [Queued, Sent, Delivered, Read, Failed] {
+                assert_eq!(
+                    status_event(channel, status),
+                    format!("{}.{}", channel.as_str(), status.as_str())
+                );
+            }
+        }
+        assert!(ServiceType::Whatsapp
+            .active_events()
+            .contains(&status_event(Channel::Whatsapp, Read)));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderName};
 use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
@@ -30,7 +30,10 @@ use super::error::ApiError;
 use super::ApiState;
 
 /// The header carrying an app's API key.
-pub const API_KEY_HEADER: &str = "x-api-key";
+///
+/// A `HeaderName`, not a `&str`: actix-web's `HeaderMap::get` parses a `&str` into
+/// a new, allocated name on every lookup of a non-standard header.
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The app whose `X-API-Key` authenticated the request.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use otpd_actors::idempotency::Begin;
@@ -20,8 +21,8 @@ use super::error::ApiError;
 use super::reply::{json_response, Reply};
 use super::ApiState;
 
-/// The request header.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The request header (a `HeaderName`: see [`super::extract::API_KEY_HEADER`]).
+pub const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Runs `run` at most once per `Idempotency-Key` (when the request carries one).
 pub async fn idempotent<F, Fut>(
