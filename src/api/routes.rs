@@ -6,6 +6,7 @@
 //! `tests/openapi.rs` compares with `/openapi.json` are not a copy of the routes.
 
 use actix_web::http::Method;
+use actix_web::guard::{self, Guard};
 use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
 
 use super::error::ApiError;
@@ -66,9 +67,19 @@ impl Endpoint {
         self.methods
             .iter()
             .fold(unrouted, |resource, (method, handler)| {
-                resource.route(handler(web::method(method.clone())))
+                resource.route(handler(web::route().guard(method_is(method.clone()))))
             })
     }
+}
+
+/// A guard passing requests with `method`.
+///
+/// Not actix-web's `web::method`: its guard records every method it checks in the
+/// request's extensions (a `Vec` and a boxed map entry per route tried, dropped
+/// with the request) for actix's own `405` `Allow` header, which this API's `405`
+/// envelope ([`method_not_allowed`]) does not use.
+fn method_is(method: Method) -> impl Guard {
+    guard::fn_guard(move |ctx| ctx.head().method == method)
 }
 
 /// What a method that is not routed on a path answers.
