@@ -5,8 +5,8 @@
 //! [`super::operations`] lists them, so the routed operations that
 //! `tests/openapi.rs` compares with `/openapi.json` are not a copy of the routes.
 
-use actix_web::http::Method;
 use actix_web::guard::{self, Guard};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
 
 use super::error::ApiError;
