@@ -211,6 +211,36 @@ pub struct StatusStep {
 }
 
 impl MessageRecord {
+    /// A new message, `queued` at `now`, with no sender id, text or report (callers
+    /// set those they have), no error, no provider id and no attempt yet.
+    pub fn queued(
+        message_id: Uuid,
+        app_id: Uuid,
+        channel: Channel,
+        to: String,
+        purpose: Purpose,
+        now: DateTime<Utc>,
+    ) -> MessageRecord {
+        MessageRecord {
+            message_id,
+            app_id,
+            channel,
+            to,
+            status: MessageStatus::Queued,
+            error_code: None,
+            error_message: None,
+            sender_id: None,
+            provider_message_id: None,
+            purpose,
+            body: None,
+            attempts: 0,
+            report: None,
+            created_at: now,
+            updated_at: now,
+            reached: StatusTimes::default(),
+        }
+    }
+
     /// Moves the message to `status` at `now` (the caller has applied the rank
     /// guard), recording when it got there.
     pub fn set_status(&mut self, status: MessageStatus, now: DateTime<Utc>) {
@@ -386,24 +416,8 @@ mod tests {
     }
 
     fn message(channel: Channel, at: DateTime<Utc>) -> MessageRecord {
-        MessageRecord {
-            message_id: Uuid::nil(),
-            app_id: Uuid::nil(),
-            channel,
-            to: "255712345678".into(),
-            status: Queued,
-            error_code: None,
-            error_message: None,
-            sender_id: None,
-            provider_message_id: None,
-            purpose: Purpose::Message,
-            body: None,
-            attempts: 0,
-            report: None,
-            created_at: at,
-            updated_at: at,
-            reached: StatusTimes::default(),
-        }
+        let to = "255712345678".into();
+        MessageRecord::queued(Uuid::nil(), Uuid::nil(), channel, to, Purpose::Message, at)
     }
 
     fn steps(m: &MessageRecord) -> Vec<(MessageStatus, i64)> {

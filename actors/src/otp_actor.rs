@@ -23,7 +23,7 @@ use crate::clock::{to_millis, Clock};
 use crate::error::Error;
 use crate::events::outbox::Outbox;
 use crate::events::{self, ServiceType};
-use crate::message::{Channel, MessageRecord, MessageStatus, Purpose};
+use crate::message::{Channel, MessageRecord, Purpose};
 use crate::otp::{
     CallbackChange, CallbackTarget, FlakeView, IssueKind, Issued, OtpKey, OtpRecord, VerifyOutcome,
 };
@@ -251,22 +251,15 @@ impl Handler<Issue> for OtpActor {
         let mut changes = Vec::new();
         let pending = message_id.map(|message_id| {
             let record = MessageRecord {
-                message_id,
-                app_id: msg.app.app_id,
-                channel,
-                to: phone.clone(),
-                status: MessageStatus::Queued,
-                error_code: None,
-                error_message: None,
                 sender_id: settings.sender_id.clone(),
-                provider_message_id: None,
-                purpose: Purpose::Otp,
-                body: None,
-                attempts: 0,
-                report: None,
-                created_at: now,
-                updated_at: now,
-                reached: Default::default(),
+                ..MessageRecord::queued(
+                    message_id,
+                    msg.app.app_id,
+                    channel,
+                    phone.clone(),
+                    Purpose::Otp,
+                    now,
+                )
             };
             changes.push(Change::Message(record.clone()));
             let outbound = OutboundMessage {

@@ -89,22 +89,17 @@ impl Runtime {
         };
         let now = self.inner.shared.clock.now();
         let record = MessageRecord {
-            message_id: crate::secrets::ordered_id(now),
-            app_id: app.app_id,
-            channel: req.channel,
-            to: phone.to_string(),
-            status: MessageStatus::Queued,
-            error_code: None,
-            error_message: None,
             sender_id: req.sender_id.or_else(|| app.settings.sender_id.clone()),
-            provider_message_id: None,
-            purpose: Purpose::Message,
             body: Some(req.text.clone()),
-            attempts: 0,
             report,
-            created_at: now,
-            updated_at: now,
-            reached: Default::default(),
+            ..MessageRecord::queued(
+                crate::secrets::ordered_id(now),
+                app.app_id,
+                req.channel,
+                phone.to_string(),
+                Purpose::Message,
+                now,
+            )
         };
         let outbound = OutboundMessage {
             message_id: record.message_id,

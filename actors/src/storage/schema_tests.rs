@@ -265,26 +265,20 @@ async fn assert_new_writes_work(path: &Path) {
     let (snap, handle) = Snapshot::open(&config).unwrap();
     let now = from_millis(T0 + 60_000);
     let message = MessageRecord {
-        message_id: Uuid::new_v4(),
-        app_id: app_id(),
-        channel: Channel::Sms,
-        to: PHONE.into(),
-        status: MessageStatus::Queued,
-        error_code: None,
-        error_message: None,
-        sender_id: None,
-        provider_message_id: None,
-        purpose: Purpose::Message,
         body: Some("hello".into()),
-        attempts: 0,
         report: Some(ReportTarget {
             url: "https://example.com/report".into(),
             report_type: ReportType::Final,
             secret: Some("r".into()),
         }),
-        created_at: now,
-        updated_at: now,
-        reached: Default::default(),
+        ..MessageRecord::queued(
+            Uuid::new_v4(),
+            app_id(),
+            Channel::Sms,
+            PHONE.into(),
+            Purpose::Message,
+            now,
+        )
     };
     let webhook = Webhook {
         id: "wh_new".into(),

@@ -913,22 +913,15 @@ mod tests {
         let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
         let now = SystemClock.now();
         let mut rec = MessageRecord {
-            message_id: Uuid::now_v7(),
-            app_id: Uuid::nil(),
-            channel: Channel::Sms,
-            to: "+255700000009".into(),
-            status: MessageStatus::Queued,
-            error_code: None,
-            error_message: None,
             sender_id: Some("otpd".into()),
-            provider_message_id: None,
-            purpose: Purpose::Otp,
-            body: None,
-            attempts: 0,
-            report: None,
-            created_at: now,
-            updated_at: now,
-            reached: Default::default(),
+            ..MessageRecord::queued(
+                Uuid::now_v7(),
+                Uuid::nil(),
+                Channel::Sms,
+                "+255700000009".into(),
+                Purpose::Otp,
+                now,
+            )
         };
         // Writes `rec` as a status change and reads its row back.
         let update = |snap: &Snapshot, rec: &MessageRecord| {
