@@ -1,5 +1,6 @@
-//! `otpd-sched`: the one scheduling-policy call otpd makes, kept apart so that every
-//! other crate of the workspace forbids `unsafe` code.
+//! `otpd-sched`: the one scheduling-policy call otpd makes, kept apart (as is the
+//! WAL shim, `otpd-walvfs`) so that every other crate of the workspace forbids
+//! `unsafe` code.
 //!
 //! otpd's storage writer commits whatever is queued when it wakes, and a commit
 //! costs about as much again in fixed work (the WAL frames, the locks) as its

@@ -102,7 +102,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
@@ -564,6 +564,10 @@ pub const NEW_FILE_PAGE_SIZE: i64 = 2048;
 /// Opens a connection with otpd's pragmas and schema: a new database gets every
 /// migration, an older one the migrations it lacks, and one whose schema is newer
 /// than this build is refused ([`StorageError::SchemaTooNew`]).
+///
+/// This is the writer's connection, opened through `otpd-walvfs` so that each
+/// commit's WAL frames reach the file in one write (the file format is SQLite's
+/// own; any connection reads it).
 pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StorageError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private_files::create_private_dir(dir)
@@ -571,7 +575,14 @@ pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connecti
     }
     crate::private_files::prepare_db_file(path)
         .map_err(|e| StorageError::Io(format!("{}: {e}", path.display())))?;
-    let conn = Connection::open(path)?;
+    let conn = match otpd_walvfs::register() {
+        // The writer's WAL frames reach the file in one write per commit.
+        Ok(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)?,
+        Err(e) => {
+            tracing::warn!(error = %e, "the WAL-gathering VFS is unavailable; using SQLite's default");
+            Connection::open(path)?
+        }
+    };
     conn.busy_timeout(Duration::from_secs(5))?;
     // Before any pragma that could rewrite the file: a newer otpd's file stays as it is.
     schema::refuse_unknown(schema::user_version(&conn)?)?;

@@ -833,6 +833,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_writers_commits_are_gathered_by_the_wal_vfs_and_readable_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
+        let before = otpd_walvfs::counters();
+        let records: Vec<OtpRecord> = (0..50)
+            .map(|i| {
+                OtpRecord::new(OtpKey {
+                    app_id: Uuid::nil(),
+                    phone: Phone::from_canonical(format!("2557000{i:05}")),
+                })
+            })
+            .collect();
+        let tickets: Vec<_> = records
+            .iter()
+            .map(|r| snap.write(vec![Change::Otp(r.clone())]))
+            .collect();
+        for t in tickets {
+            t.committed().await.unwrap();
+        }
+        // Each commit is on the file, and so on the read connections, when acknowledged.
+        for r in records {
+            let key = r.key.clone();
+            assert_eq!(snap.read(move |c| load_otp(c, &key)).await.unwrap(), r);
+        }
+        let after = otpd_walvfs::counters();
+        assert!(after.gathered > before.gathered, "{before:?} -> {after:?}");
+        assert_eq!(after.late_flushes, 0);
+    }
+
+    #[tokio::test]
     async fn a_failing_write_without_savepoint_fails_alone_after_a_replay() {
         let dir = tempfile::tempdir().unwrap();
         let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
