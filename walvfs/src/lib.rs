@@ -44,9 +44,15 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 pub const VFS_NAME: &str = "otpd-walgather";
 const VFS_NAME_C: &CStr = c"otpd-walgather";
 
-/// What is gathered is written out once it reaches this size, even mid-transaction
-/// (a migration's or a cache spill's frames).
-const FLUSH_AT: usize = 256 * 1024;
+/// What is gathered is written out before it would pass this size, even
+/// mid-transaction (a migration's or a cache spill's frames). An HTTP-sized commit
+/// (~12 frames of 2 KiB) is a fraction of it; a large in-process batch goes down in
+/// a few writes instead of hundreds.
+const FLUSH_AT: usize = 64 * 1024;
+/// SQLite's largest page.
+const MAX_PAGE: usize = 65_536;
+/// The buffer's one allocation: [`FLUSH_AT`], and room for a commit frame beyond it.
+const CAPACITY: usize = FLUSH_AT + 2 * (FRAME_HEADER + MAX_PAGE);
 /// The largest single write handed to the wrapped VFS. SQLite's unix VFS writes at
 /// most 128 KiB − 1 bytes per call (it masks the length with `0x1ffff`), so larger
 /// buffers go down in pieces.
@@ -163,6 +169,11 @@ impl Wal {
     fn push(&mut self, off: i64, data: &[u8]) {
         if self.buf.is_empty() {
             self.start = off;
+            // Allocated once, at the first write, and never grown: the memory of a
+            // WAL file is bounded by `CAPACITY`.
+            if self.buf.capacity() < CAPACITY {
+                self.buf.reserve_exact(CAPACITY);
+            }
         }
         self.buf.extend_from_slice(data);
         GATHERED.fetch_add(1, Ordering::Relaxed);
@@ -177,9 +188,6 @@ impl Wal {
         let rc = sink(self.start, &self.buf);
         FLUSHES.fetch_add(1, Ordering::Relaxed);
         self.buf.clear();
-        if self.buf.capacity() > 2 * FLUSH_AT {
-            self.buf.shrink_to(FLUSH_AT);
-        }
         rc
     }
 
@@ -226,7 +234,8 @@ impl Wal {
                 sink(off, data)
             }
             _ if commit && new => {
-                if !self.contiguous(off) {
+                // Room for the header and its page stays beyond `FLUSH_AT`.
+                if !self.contiguous(off) || self.buf.len() > FLUSH_AT {
                     attempt!(self.flush(sink));
                 }
                 self.push(off, data);
@@ -239,16 +248,13 @@ impl Wal {
             }
             _ => {
                 self.mode = Mode::Gather;
-                if !self.contiguous(off) {
+                if !self.contiguous(off) || self.buf.len() + data.len() > FLUSH_AT {
                     attempt!(self.flush(sink));
-                    if !new {
+                    if !new || data.len() > FLUSH_AT {
                         return sink(off, data);
                     }
                 }
                 self.push(off, data);
-                if self.buf.len() >= FLUSH_AT {
-                    return self.flush(sink);
-                }
                 ffi::SQLITE_OK
             }
         }
@@ -907,7 +913,8 @@ mod tests {
         let frames = (3 * FLUSH_AT / (FRAME_HEADER + PAGE)) as i64;
         for frame in 1..frames {
             r.frame(frame, frame as u8, false);
-            assert!(r.wal.buf.len() < FLUSH_AT + FRAME_HEADER + PAGE);
+            assert!(r.wal.buf.len() <= FLUSH_AT);
+            assert_eq!(r.wal.buf.capacity(), CAPACITY, "never grown");
         }
         r.frame(frames, 1, true);
         r.assert_published();
