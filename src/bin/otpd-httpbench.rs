@@ -136,6 +136,9 @@ struct WriterCounters {
     ops: u64,
     micros: u64,
     cpu_micros: u64,
+    /// The WAL shim's writes: SQLite's frame writes it gathered, and the writes
+    /// it made of them (`otpd-walvfs`, process-wide).
+    wal: otpd_walvfs::Counters,
 }
 
 impl WriterCounters {
@@ -147,6 +150,7 @@ impl WriterCounters {
             ops: s.ops.load(Relaxed),
             micros: s.commit_micros.load(Relaxed),
             cpu_micros: s.commit_cpu_micros.load(Relaxed),
+            wal: otpd_walvfs::counters(),
         }
     }
 
@@ -156,6 +160,7 @@ impl WriterCounters {
             ops: self.ops - before.ops,
             micros: self.micros - before.micros,
             cpu_micros: self.cpu_micros - before.cpu_micros,
+            wal: self.wal.since(before.wal),
         }
     }
 
@@ -180,16 +185,21 @@ impl WriterCounters {
             "ops_per_commit": (self.ops_per_commit() * 10.0).round() / 10.0,
             "us_per_op": (self.us_per_op() * 100.0).round() / 100.0,
             "cpu_us_per_op": (self.cpu_us_per_op() * 100.0).round() / 100.0,
+            "wal_frame_writes_gathered": self.wal.gathered,
+            "wal_writes": self.wal.flushes,
+            "wal_late_writes": self.wal.late_flushes,
         })
     }
 
     fn line(self) -> String {
         format!(
-            "writer (real side, warm-up included): {} commits, {:.1} ops per commit, {:.2} µs per op ({:.2} on a CPU)",
+            "writer (real side, warm-up included): {} commits, {:.1} ops per commit, {:.2} µs per op ({:.2} on a CPU); WAL: {} frame writes in {} writes",
             self.commits,
             self.ops_per_commit(),
             self.us_per_op(),
-            self.cpu_us_per_op()
+            self.cpu_us_per_op(),
+            self.wal.gathered,
+            self.wal.flushes
         )
     }
 }

@@ -113,6 +113,17 @@ pub struct Counters {
     pub late_flushes: u64,
 }
 
+impl Counters {
+    /// What happened between `before` and these counts.
+    pub fn since(self, before: Counters) -> Counters {
+        Counters {
+            gathered: self.gathered.saturating_sub(before.gathered),
+            flushes: self.flushes.saturating_sub(before.flushes),
+            late_flushes: self.late_flushes.saturating_sub(before.late_flushes),
+        }
+    }
+}
+
 static GATHERED: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static LATE_FLUSHES: AtomicU64 = AtomicU64::new(0);

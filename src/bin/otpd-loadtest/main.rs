@@ -25,7 +25,10 @@
 //! gives completions per whole second (min / median / max) and the longest gap with
 //! none, so a periodic stall (checkpoint, WAL restart, reaping) shows. Writer ops
 //! are writes only: reads (actor loads) run on the storage's read connections and
-//! are counted apart (`storage.reads`).
+//! are counted apart (`storage.reads`). `storage.wal_frame_writes_gathered` and
+//! `storage.wal_writes` are the WAL shim's (`otpd-walvfs`): SQLite's frame writes
+//! and the writes that carried them to the file; `storage.wal_late_writes` counts
+//! its last guard and is 0.
 //!
 //! **A console alongside** (`--stats-readers N`, cycle mode). N tasks read the OTP
 //! overview (`Runtime::otp_stats`, window `day`, as the console's OTP page does)
@@ -601,8 +604,9 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     );
     let _ = writeln!(
         text,
-        "WAL:              {} checkpoints by the checkpointer; the writer's own: {} attempts, {} restarts, {} ms in all, longest {} ms",
-        s["checkpoints"], s["wal_restart_attempts"], s["wal_restarts"], s["wal_restart_ms"], s["wal_restart_max_ms"]
+        "WAL:              {} checkpoints by the checkpointer; the writer's own: {} attempts, {} restarts, {} ms in all, longest {} ms; {} frame writes in {} writes",
+        s["checkpoints"], s["wal_restart_attempts"], s["wal_restarts"], s["wal_restart_ms"], s["wal_restart_max_ms"],
+        s["wal_frame_writes_gathered"], s["wal_writes"]
     );
     let _ = writeln!(
         text,

@@ -205,6 +205,8 @@ pub(crate) struct StorageCounters {
     /// Since the runtime started (a maximum cannot be differenced).
     pub(crate) wal_restart_max_micros: u64,
     pub(crate) replays: u64,
+    /// The WAL shim's writes (`otpd-walvfs`, process-wide).
+    pub(crate) wal: otpd_walvfs::Counters,
 }
 
 impl StorageCounters {
@@ -224,6 +226,7 @@ impl StorageCounters {
             wal_restart_micros: s.wal_restart_micros.load(Ordering::Relaxed),
             wal_restart_max_micros: s.wal_restart_max_micros.load(Ordering::Relaxed),
             replays: s.replays.load(Ordering::Relaxed),
+            wal: otpd_walvfs::counters(),
         }
     }
 
@@ -242,6 +245,7 @@ impl StorageCounters {
             wal_restart_micros: self.wal_restart_micros - before.wal_restart_micros,
             wal_restart_max_micros: self.wal_restart_max_micros,
             replays: self.replays - before.replays,
+            wal: self.wal.since(before.wal),
         }
     }
 
@@ -298,6 +302,9 @@ impl StorageCounters {
             "wal_restart_ms": self.wal_restart_micros / 1000,
             "wal_restart_max_ms": (self.wal_restart_max_micros as f64 / 100.0).round() / 10.0,
             "replays": self.replays,
+            "wal_frame_writes_gathered": self.wal.gathered,
+            "wal_writes": self.wal.flushes,
+            "wal_late_writes": self.wal.late_flushes,
         })
     }
 }
