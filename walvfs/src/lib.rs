@@ -21,9 +21,10 @@
 //! overwrite, a size limit) is written through at once. Every other call on the WAL
 //! file (read, size, sync, truncate, lock, file control, close) first writes out
 //! what is gathered, so SQLite never reads its own frames from a file that lacks
-//! them. As a last guard the database file's shared-memory barrier and lock calls,
-//! which come right before and after publishing, write out anything still gathered
-//! ([`Counters::late_flushes`] counts those; the tests assert it stays 0).
+//! them. As a last guard the database file's shared-memory barrier, which comes
+//! right before publishing, writes out anything still gathered
+//! ([`Counters::late_flushes`] counts those; the tests assert it stays 0), and so
+//! does its lock call at each transaction's start and end.
 //!
 //! A `kill -9` between the gathered writes and the commit frame loses only frames
 //! that were never published, which SQLite's recovery ignores as it would ignore a
@@ -109,8 +110,9 @@ pub struct Counters {
     pub gathered: u64,
     /// Writes of gathered bytes to the file.
     pub flushes: u64,
-    /// Of those, the ones made by the last guard (the database file's barrier or
-    /// lock call) rather than at the commit frame or a WAL file call. Expected 0.
+    /// Of those, the ones made by the last guard (the database file's barrier,
+    /// right before SQLite publishes a commit) rather than at the commit frame or
+    /// a WAL file call. Expected 0.
     pub late_flushes: u64,
 }
 
@@ -554,14 +556,19 @@ unsafe fn flush(this: *mut File) -> c_int {
     }
 }
 
-/// The last guard: before a database file's barrier or shared-memory lock call,
-/// writes out what its WAL file still holds. With the rules of [`Wal::write`] it
-/// holds nothing by then; this only makes sure of it. Returns the WAL file's
-/// state (null if it has none open) and the write's result.
+/// Before a database file's barrier or shared-memory lock call, writes out what
+/// its WAL file still holds. Returns the WAL file's state (null if it has none
+/// open) and the write's result.
+///
+/// At a barrier (`publishing`: SQLite is about to publish a commit) the rules of
+/// [`Wal::write`] leave nothing gathered; this is the last guard, and a write here
+/// counts in [`Counters::late_flushes`]. At a lock call it can find the frames a
+/// rolled-back transaction spilled, which are never published, and writes them out
+/// as any other call would.
 ///
 /// # Safety
 /// `this` is an open file of the shim.
-unsafe fn guard(this: *mut File) -> (*mut WalFile, c_int) {
+unsafe fn guard(this: *mut File, publishing: bool) -> (*mut WalFile, c_int) {
     // SAFETY: the caller's promise. A database file's link points at its WAL
     // file's state while that file is open (`io_close` clears it first); both files
     // belong to one connection, which SQLite uses from one thread at a time.
@@ -574,7 +581,9 @@ unsafe fn guard(this: *mut File) -> (*mut WalFile, c_int) {
         if wal.is_null() || (*wal).state.buf.is_empty() {
             return (wal, ffi::SQLITE_OK);
         }
-        LATE_FLUSHES.fetch_add(1, Ordering::Relaxed);
+        if publishing {
+            LATE_FLUSHES.fetch_add(1, Ordering::Relaxed);
+        }
         let inner = (*wal).inner;
         let rc = (*wal)
             .state
@@ -705,7 +714,7 @@ unsafe extern "C" fn io_shm_lock(
     // SAFETY: SQLite calls this on a database file the shim opened.
     unsafe {
         let this = file.cast::<File>();
-        let (wal, rc) = guard(this);
+        let (wal, rc) = guard(this, false);
         if rc != ffi::SQLITE_OK {
             return rc;
         }
@@ -731,7 +740,7 @@ unsafe extern "C" fn io_shm_barrier(file: *mut ffi::sqlite3_file) {
     // SAFETY: SQLite calls this on a database file the shim opened.
     unsafe {
         let this = file.cast::<File>();
-        let (_, rc) = guard(this);
+        let (_, rc) = guard(this, true);
         if rc != ffi::SQLITE_OK {
             // SQLite is about to publish a commit whose frames could not be
             // written, and this call cannot fail: stop the process rather than let
