@@ -224,10 +224,8 @@ impl Wal {
             };
         }
         if off == 0 && data.len() == WAL_HEADER {
-            // A new log: its header, then its first frames.
-            attempt!(self.flush(sink));
-            self.mode = Mode::Gather;
-            self.tail = 0;
+            // A new log: its header, then its first frames, as a new transaction.
+            attempt!(self.begin(sink));
             self.push(off, data);
             return ffi::SQLITE_OK;
         }
@@ -300,6 +298,20 @@ const INNER_OFFSET: usize = (std::mem::size_of::<File>() + 7) & !7;
 struct WalFile {
     state: Wal,
     inner: *mut ffi::sqlite3_file,
+}
+
+impl WalFile {
+    /// Runs `f` on the gathering state with a sink that writes through the
+    /// wrapped file.
+    ///
+    /// # Safety
+    /// `self.inner` is an open file of the wrapped VFS (true while `self` exists).
+    unsafe fn with_sink<R>(&mut self, f: impl FnOnce(&mut Wal, &mut Sink<'_>) -> R) -> R {
+        let inner = self.inner;
+        // SAFETY: the caller's promise.
+        let mut sink = |off, data: &[u8]| unsafe { write_below(inner, off, data) };
+        f(&mut self.state, &mut sink)
+    }
 }
 
 /// A database file's view of its WAL file, for the last guard.
@@ -546,13 +558,11 @@ unsafe fn write_below(inner: *mut ffi::sqlite3_file, off: i64, data: &[u8]) -> c
 unsafe fn flush(this: *mut File) -> c_int {
     // SAFETY: the caller's promise; `wal` is null or this file's own state.
     unsafe {
-        let (wal, inner) = ((*this).wal, (*this).inner);
+        let wal = (*this).wal;
         if wal.is_null() {
             return ffi::SQLITE_OK;
         }
-        (*wal)
-            .state
-            .flush(&mut |off, data| write_below(inner, off, data))
+        (*wal).with_sink(Wal::flush)
     }
 }
 
@@ -584,11 +594,7 @@ unsafe fn guard(this: *mut File, publishing: bool) -> (*mut WalFile, c_int) {
         if publishing {
             LATE_FLUSHES.fetch_add(1, Ordering::Relaxed);
         }
-        let inner = (*wal).inner;
-        let rc = (*wal)
-            .state
-            .flush(&mut |off, data| write_below(inner, off, data));
-        (wal, rc)
+        (wal, (*wal).with_sink(Wal::flush))
     }
 }
 
@@ -683,9 +689,7 @@ unsafe extern "C" fn io_write(
         if wal.is_null() {
             return write_below(inner, off, data);
         }
-        (*wal)
-            .state
-            .write(off, data, &mut |off, data| write_below(inner, off, data))
+        (*wal).with_sink(|wal, sink| wal.write(off, data, sink))
     }
 }
 
@@ -727,10 +731,7 @@ unsafe extern "C" fn io_shm_lock(
             && n == 1
             && flags == ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE;
         if rc == ffi::SQLITE_OK && takes_write_lock && !wal.is_null() {
-            let wal_inner = (*wal).inner;
-            return (*wal)
-                .state
-                .begin(&mut |off, data| write_below(wal_inner, off, data));
+            return (*wal).with_sink(Wal::begin);
         }
         rc
     }
