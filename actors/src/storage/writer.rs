@@ -91,6 +91,14 @@ pub(super) enum Op {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Whether someone waits for the commit of the batch holding `op` before going on,
+/// whatever the durability mode: a read runs only after that commit, and a shutdown
+/// waits for it. (Writes in `async` mode were acknowledged when queued; a
+/// maintenance step is answered inside the batch.)
+fn awaits_commit(op: &Op) -> bool {
+    matches!(op, Op::Read(_) | Op::Shutdown(_))
+}
+
 /// Starts the writer thread on `conn` (already opened and migrated).
 pub(super) fn spawn(
     conn: Connection,
@@ -261,15 +269,24 @@ impl Writer<'_> {
                         }
                     }
                 }
-                // Nobody waits: gather for up to flush_interval to make bigger batches.
+                // Writes are acknowledged before their commit: gather for up to
+                // flush_interval to make bigger batches, unless a read (or a
+                // shutdown) is waiting for this commit. Then take only what is
+                // already queued, as in commit mode: a read (an actor's first load,
+                // an API lookup) would otherwise wait out the interval.
                 Durability::Async => {
                     let gathering = Stopwatch::start();
+                    let mut awaited = batch.iter().any(awaits_commit);
                     while batch.len() < self.max_batch {
-                        let left = self.flush_interval.saturating_sub(gathering.elapsed());
-                        match self.rx.recv_timeout(left) {
-                            Ok(op) => batch.push(op),
-                            Err(_) => break,
-                        }
+                        let next = if awaited {
+                            self.rx.try_recv().ok()
+                        } else {
+                            let left = self.flush_interval.saturating_sub(gathering.elapsed());
+                            self.rx.recv_timeout(left).ok()
+                        };
+                        let Some(op) = next else { break };
+                        awaited |= awaits_commit(&op);
+                        batch.push(op);
                     }
                 }
             }
@@ -830,6 +847,35 @@ mod tests {
         assert!(c.committed().await.is_ok());
         let apps = snap.read(load_apps).await.unwrap();
         assert_eq!(apps.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn in_async_mode_a_read_ends_the_gathering_instead_of_waiting_out_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::storage::StorageConfig {
+            durability: crate::config::Durability::Async,
+            // Far longer than the test may take: only a read ending the gathering
+            // lets it finish.
+            flush_interval_ms: 10_000,
+            ..config(&dir)
+        };
+        let (snap, _h) = Snapshot::open(&config).unwrap();
+        let rec = OtpRecord::new(OtpKey {
+            app_id: Uuid::nil(),
+            phone: Phone::from_canonical("255700000001".into()),
+        });
+        // Acknowledged before its commit, as async mode does; the writer starts
+        // gathering with it.
+        snap.write_unawaited(vec![Change::Otp(rec.clone())]);
+        let key = rec.key.clone();
+        let read = snap.read(move |c| load_otp(c, &key));
+        let loaded = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .expect("the read waited for the flush interval")
+            .unwrap();
+        // It sees the write queued before it: both went in one commit.
+        assert_eq!(loaded, rec);
+        assert_eq!(snap.stats().commits.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
