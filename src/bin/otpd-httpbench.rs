@@ -86,8 +86,11 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     phones: usize,
     /// When the real side's changes are acknowledged: after their commit (the
-    /// default, as `otpd serve`), or before it (`async`, to see what the commit
-    /// wait costs over HTTP).
+    /// default, as `otpd serve`), or before it (`async`). In `async` the calls
+    /// answer before their commit, but a code is still sent only after it (outbox
+    /// before network), and the writer gathers for up to `flush_interval_ms`
+    /// (10 ms) first: each cycle waits that long for its code, so this shows
+    /// `async`'s latency, not the commit wait's CPU cost.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Commit)]
     durability: DurabilityArg,
     /// Log as `otpd serve` does: the stderr log at `info` (or `RUST_LOG`), one line
