@@ -258,37 +258,26 @@ impl Writer<'_> {
                 self.stop_helpers();
                 return;
             };
+            // Someone waits for this commit (in commit mode every caller; in async
+            // mode a read or a shutdown): take what is already queued, no more.
+            // Otherwise (async writes, acknowledged before their commit) gather for
+            // up to flush_interval to make bigger batches, until a read or a
+            // shutdown arrives: a read (an actor's first load, an API lookup) never
+            // waits out the interval.
+            let mut awaited =
+                matches!(self.durability, Durability::Commit) || awaits_commit(&first);
+            let gathering = Stopwatch::start();
             batch.push(first);
-            match self.durability {
-                // Callers wait for the commit: take what is already queued, no more.
-                Durability::Commit => {
-                    while batch.len() < self.max_batch {
-                        match self.rx.try_recv() {
-                            Ok(op) => batch.push(op),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                // Writes are acknowledged before their commit: gather for up to
-                // flush_interval to make bigger batches, unless a read (or a
-                // shutdown) is waiting for this commit. Then take only what is
-                // already queued, as in commit mode: a read (an actor's first load,
-                // an API lookup) would otherwise wait out the interval.
-                Durability::Async => {
-                    let gathering = Stopwatch::start();
-                    let mut awaited = batch.iter().any(awaits_commit);
-                    while batch.len() < self.max_batch {
-                        let next = if awaited {
-                            self.rx.try_recv().ok()
-                        } else {
-                            let left = self.flush_interval.saturating_sub(gathering.elapsed());
-                            self.rx.recv_timeout(left).ok()
-                        };
-                        let Some(op) = next else { break };
-                        awaited |= awaits_commit(&op);
-                        batch.push(op);
-                    }
-                }
+            while batch.len() < self.max_batch {
+                let next = if awaited {
+                    self.rx.try_recv().ok()
+                } else {
+                    let left = self.flush_interval.saturating_sub(gathering.elapsed());
+                    self.rx.recv_timeout(left).ok()
+                };
+                let Some(op) = next else { break };
+                awaited |= awaits_commit(&op);
+                batch.push(op);
             }
             if self.process(&mut batch) {
                 self.stop_helpers();
