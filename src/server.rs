@@ -161,12 +161,7 @@ async fn bind(
         trusted_proxies: config.server.trusted_proxies.clone(),
         metrics: crate::api::metrics::install_recorder(),
     };
-    let workers = match config.server.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-        n => n,
-    };
+    let workers = config.server.worker_threads();
     let factory_runtime = runtime.clone();
     let server = HttpServer::new(move || {
         let runtime = factory_runtime.clone();

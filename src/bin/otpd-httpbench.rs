@@ -3,8 +3,9 @@
 //!
 //! # What it measures
 //!
-//! Two servers on `127.0.0.1` ephemeral ports, both actix-web with one worker per
-//! core, as `otpd serve` runs by default:
+//! Two servers on `127.0.0.1` ephemeral ports, both actix-web with the HTTP workers
+//! `otpd serve` runs by default (one per core less one, at least one;
+//! `--server-workers` sets another count for both):
 //!
 //! - **real**: the otpd API mounted with the same [`otpd::api::configure`] the daemon
 //!   uses, on a real [`Runtime`] (a fresh SQLite file, `durability = "commit"` unless
@@ -97,6 +98,10 @@ struct Args {
     /// per API request, through the daemon's own log writer. Redirect stderr.
     #[arg(long)]
     daemon_log: bool,
+    /// HTTP workers of each server; 0 is what `otpd serve` runs with
+    /// `server.workers = 0` (its default): one per core less one, at least one.
+    #[arg(long, default_value_t = 0)]
+    server_workers: usize,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
@@ -401,8 +406,13 @@ async fn bare_verify(body: web::Json<VerifyBody>) -> HttpResponse {
 
 // ----- set-up ----------------------------------------------------------------
 
-fn workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+/// `--server-workers`, with 0 taken as `otpd serve` takes `server.workers = 0`.
+fn workers(arg: usize) -> usize {
+    otpd::config::ServerConfig {
+        workers: arg,
+        ..otpd::config::ServerConfig::default()
+    }
+    .worker_threads()
 }
 
 /// Valid Tanzanian mobile numbers (`25571…`), canonical.
@@ -662,7 +672,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         let options = options.clone();
         App::new().configure(move |cfg| api::configure(cfg, runtime, options))
     })
-    .workers(workers())
+    .workers(workers(args.server_workers))
     .disable_signals()
     .bind("127.0.0.1:0")
     .map_err(|e| format!("binding the real server: {e}"))?;
@@ -671,7 +681,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             .route("/v1/otp/request", web::post().to(bare_request))
             .route("/v1/otp/verify", web::post().to(bare_verify))
     })
-    .workers(workers())
+    .workers(workers(args.server_workers))
     .disable_signals()
     .bind("127.0.0.1:0")
     .map_err(|e| format!("binding the bare server: {e}"))?;
@@ -743,7 +753,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             "phones": args.phones,
             "durability": durability_name(args.durability),
             "daemon_log": args.daemon_log,
-            "server_workers": workers(),
+            "server_workers": workers(args.server_workers),
         },
         "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
         "real_per_sec": real_rate.round(),
@@ -770,7 +780,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         args.phones,
         durability_name(args.durability),
         if args.daemon_log { "on" } else { "off" },
-        workers()
+        workers(args.server_workers)
     );
     for r in &rounds {
         let _ = writeln!(
