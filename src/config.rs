@@ -164,7 +164,7 @@ impl ServerConfig {
 /// proportion to the request rate (a third of a core at 22,000 request + verify
 /// cycles a second on two cores). A worker per core as well leaves the writer, the
 /// workers and whatever else runs on the host (a reverse proxy, the client) waiting
-/// for each other's cores: on two cores, one worker served 7 % more cycles a second
+/// for each other's cores: on two cores, one worker served 8 % more cycles a second
 /// over HTTP than two, at a tenth less CPU per cycle (BENCHMARKS.md, "Eleventh pass").
 pub fn default_workers(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
