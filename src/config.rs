@@ -127,8 +127,7 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For` is believed (CIDRs or single addresses).
     #[serde(deserialize_with = "deserialize_proxies")]
     pub trusted_proxies: Vec<IpNet>,
-    /// HTTP worker threads; 0 = one per core less one, which the storage writer
-    /// keeps busy (at least one): see [`ServerConfig::worker_threads`].
+    /// HTTP worker threads; 0 = one per core (see [`ServerConfig::worker_threads`]).
     pub workers: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_secs: u64,
@@ -147,27 +146,18 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The HTTP worker threads to run: `workers`, or for 0 [`default_workers`] of
-    /// the cores this process may use.
+    /// The HTTP worker threads to run: `workers`, or for 0 one per core this
+    /// process may use.
+    ///
+    /// One per core stays the default although the storage writer is a busy thread
+    /// of its own: one worker fewer did better only beside a CPU-heavy client on the
+    /// same cores, and worse beside a light one (BENCHMARKS.md, "Eleventh pass").
     pub fn worker_threads(&self) -> usize {
         match self.workers {
-            0 => default_workers(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         }
     }
-}
-
-/// HTTP workers for `cores` cores when `server.workers = 0`: one per core less one,
-/// and at least one.
-///
-/// Every write waits for the storage writer's commit, and that thread is busy in
-/// proportion to the request rate (a third of a core at 22,000 request + verify
-/// cycles a second on two cores). A worker per core as well leaves the writer, the
-/// workers and whatever else runs on the host (a reverse proxy, the client) waiting
-/// for each other's cores: on two cores, one worker served 8 % more cycles a second
-/// over HTTP than two, at a tenth less CPU per cycle (BENCHMARKS.md, "Eleventh pass").
-pub fn default_workers(cores: usize) -> usize {
-    cores.saturating_sub(1).max(1)
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -373,7 +363,7 @@ impl Config {
         if self.server.workers > 1024 {
             return Err(ConfigError::Invalid {
                 key: "server.workers".into(),
-                reason: "must be at most 1024 (0 = one per core less one)".into(),
+                reason: "must be at most 1024 (0 = one per core)".into(),
             });
         }
         if self.server.shutdown_timeout_secs > 300 {
@@ -717,23 +707,15 @@ mod tests {
     }
 
     #[test]
-    fn zero_workers_is_one_per_core_less_one_for_the_writer() {
-        assert_eq!(default_workers(0), 1);
-        assert_eq!(default_workers(1), 1);
-        assert_eq!(default_workers(2), 1);
-        assert_eq!(default_workers(4), 3);
-        assert_eq!(default_workers(16), 15);
+    fn zero_workers_is_one_per_core_and_a_set_count_is_kept() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server = |workers| ServerConfig {
             workers,
             ..ServerConfig::default()
         };
-        assert_eq!(server(0).worker_threads(), default_workers(cores));
-        assert_eq!(
-            server(3).worker_threads(),
-            3,
-            "a set value is taken as it is"
-        );
+        assert_eq!(server(0).worker_threads(), cores);
+        assert_eq!(server(3).worker_threads(), 3);
+        assert_eq!(server(1).worker_threads(), 1);
     }
 
     #[test]

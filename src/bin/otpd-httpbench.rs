@@ -4,8 +4,8 @@
 //! # What it measures
 //!
 //! Two servers on `127.0.0.1` ephemeral ports, both actix-web with the HTTP workers
-//! `otpd serve` runs by default (one per core less one, at least one;
-//! `--server-workers` sets another count for both):
+//! `otpd serve` runs by default, one per core (`--server-workers` sets another
+//! count for both):
 //!
 //! - **real**: the otpd API mounted with the same [`otpd::api::configure`] the daemon
 //!   uses, on a real [`Runtime`] (a fresh SQLite file, `durability = "commit"` unless
@@ -99,7 +99,7 @@ struct Args {
     #[arg(long)]
     daemon_log: bool,
     /// HTTP workers of each server; 0 is what `otpd serve` runs with
-    /// `server.workers = 0` (its default): one per core less one, at least one.
+    /// `server.workers = 0` (its default): one per core.
     #[arg(long, default_value_t = 0)]
     server_workers: usize,
     /// Print one JSON object instead of the human-readable block.
