@@ -631,6 +631,29 @@ pub(crate) mod tests {
         }
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite without its process-wide page
+    /// cache lock and allocation statistics (BENCHMARKS.md, "Eleventh pass"); this
+    /// fails if that setting stops reaching libsqlite3-sys.
+    #[test]
+    fn the_bundled_sqlite_is_built_without_its_global_locks() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    }
+
     #[tokio::test]
     async fn committed_writes_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
