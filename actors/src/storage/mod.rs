@@ -632,8 +632,9 @@ pub(crate) mod tests {
     }
 
     /// `.cargo/config.toml` builds the bundled SQLite without its process-wide page
-    /// cache lock and allocation statistics (BENCHMARKS.md, "Eleventh pass"); this
-    /// fails if that setting stops reaching libsqlite3-sys.
+    /// cache lock, allocation statistics, API armour, progress callback and shared
+    /// cache (BENCHMARKS.md, "Eleventh pass"); this fails if that setting stops
+    /// reaching libsqlite3-sys.
     #[test]
     fn the_bundled_sqlite_is_built_without_its_global_locks() {
         let conn = Connection::open_in_memory().unwrap();
@@ -643,15 +644,24 @@ pub(crate) mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert!(
-            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
-            "{options:?}"
-        );
-        assert!(
-            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
-            "{options:?}"
-        );
-        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+        for absent in ["ENABLE_MEMORY_MANAGEMENT", "ENABLE_API_ARMOR"] {
+            assert!(
+                !options.iter().any(|o| o == absent),
+                "{absent}: {options:?}"
+            );
+        }
+        for present in [
+            "DEFAULT_MEMSTATUS=0",
+            "OMIT_PROGRESS_CALLBACK",
+            "OMIT_SHARED_CACHE",
+            "OMIT_DEPRECATED",
+            "THREADSAFE=1",
+        ] {
+            assert!(
+                options.iter().any(|o| o == present),
+                "{present}: {options:?}"
+            );
+        }
     }
 
     #[tokio::test]
