@@ -627,6 +627,8 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     if args.connections == 0 || args.rounds == 0 || args.round_secs == 0 || args.phones == 0 {
         return Err("--connections, --rounds, --round-secs and --phones must be at least 1".into());
     }
+    // Both servers' count, and the one the report prints.
+    let server_workers = workers(args.server_workers);
     let mut config = RuntimeConfig::default();
     config.storage.path = db;
     config.storage.durability = match args.durability {
@@ -672,7 +674,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         let options = options.clone();
         App::new().configure(move |cfg| api::configure(cfg, runtime, options))
     })
-    .workers(workers(args.server_workers))
+    .workers(server_workers)
     .disable_signals()
     .bind("127.0.0.1:0")
     .map_err(|e| format!("binding the real server: {e}"))?;
@@ -681,7 +683,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             .route("/v1/otp/request", web::post().to(bare_request))
             .route("/v1/otp/verify", web::post().to(bare_verify))
     })
-    .workers(workers(args.server_workers))
+    .workers(server_workers)
     .disable_signals()
     .bind("127.0.0.1:0")
     .map_err(|e| format!("binding the bare server: {e}"))?;
@@ -753,7 +755,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             "phones": args.phones,
             "durability": durability_name(args.durability),
             "daemon_log": args.daemon_log,
-            "server_workers": workers(args.server_workers),
+            "server_workers": server_workers,
         },
         "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
         "real_per_sec": real_rate.round(),
@@ -780,7 +782,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         args.phones,
         durability_name(args.durability),
         if args.daemon_log { "on" } else { "off" },
-        workers(args.server_workers)
+        server_workers
     );
     for r in &rounds {
         let _ = writeln!(
