@@ -151,7 +151,7 @@ impl ServerConfig {
     ///
     /// One per core stays the default although the storage writer is a busy thread
     /// of its own: one worker fewer did better only beside a CPU-heavy client on the
-    /// same cores, and worse beside a light one (BENCHMARKS.md, "Eleventh pass").
+    /// same cores, and worse beside a light one (docs/benchmarks-passes.md, "Eleventh pass").
     pub fn worker_threads(&self) -> usize {
         match self.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -5,7 +5,7 @@
 //! level the log is on the request path. Each line used to be written with its own
 //! `write(2)` by the HTTP worker that served the request, and each woke whatever
 //! reads the pipe (journald, a container runtime): over loopback that made the
-//! daemon ~14 % slower than the same API without its log (`BENCHMARKS.md`, "Fifth
+//! daemon ~14 % slower than the same API without its log (`docs/benchmarks-passes.md`, "Fifth
 //! pass"). Handing each line to a writer thread that wakes per line saves nothing,
 //! so the `otpd-log` thread gathers: woken by a line, it waits [`LOG_GATHER`],
 //! takes every line queued by then and writes them with as few `write(2)`s as

@@ -1,5 +1,5 @@
 //! The storage writer's commits as otpd makes them over HTTP, with nothing of otpd
-//! around them, for `BENCHMARKS.md` ("Sixth pass"): what a commit costs by its
+//! around them, for `docs/benchmarks-passes.md` ("Sixth pass"): what a commit costs by its
 //! size, and what other shapes of the `messages` table would save.
 //!
 //! ```text

@@ -51,7 +51,7 @@ pub struct OtpActor {
     /// The snapshot, which also holds the actor's key. Only meaningful once `loaded`.
     ///
     /// The key lives only here (not in a field of its own) because the actor is
-    /// stored inline in its task, one per live flake: see BENCHMARKS.md, "Third pass".
+    /// stored inline in its task, one per live flake: see docs/benchmarks-passes.md, "Third pass".
     record: OtpRecord,
     /// Whether `record` holds the loaded snapshot (false until the load finished, and
     /// after a failed load or a restart).
@@ -567,7 +567,7 @@ mod tests {
 
     /// One actor per live flake, stored inline in its tokio task, whose cell is rounded
     /// up to 128 bytes: at 200 bytes the whole task is five such lines rather than six
-    /// (BENCHMARKS.md, "Third pass"). Growing it past 200 bytes costs another 128
+    /// (docs/benchmarks-passes.md, "Third pass"). Growing it past 200 bytes costs another 128
     /// bytes per live flake.
     #[test]
     fn the_actor_stays_small() {

@@ -12,7 +12,7 @@
 //! the thread keeps its fair share of the CPU and its nice value, starts at once on
 //! an idle CPU, and when every CPU is busy waits until one frees up (or until the
 //! scheduler's tick), gathering the writes that arrive meanwhile. No timer delays
-//! anything. `BENCHMARKS.md` ("Seventh pass") has the figures.
+//! anything. `docs/benchmarks-passes.md` ("Seventh pass") has the figures.
 //!
 //! A process needs no privilege to choose `SCHED_BATCH` for its own threads. Where
 //! the call is refused (a seccomp filter) or the system has no such policy, the

@@ -4,7 +4,7 @@
 //! SQLite appends each frame of a commit to the WAL with two writes, its 24-byte
 //! header and then the page. At the ~12 frames of an HTTP-sized commit that is ~24
 //! system calls, and on this project's machines they cost ~21 µs a commit against
-//! ~3 µs for the same bytes in one call (`BENCHMARKS.md`, "Ninth pass"; the
+//! ~3 µs for the same bytes in one call (`docs/benchmarks-passes.md`, "Ninth pass"; the
 //! `frame_writes` example measures it without SQLite). This
 //! crate registers a VFS named [`VFS_NAME`] that wraps the default one and changes
 //! only that: the appended parts of a WAL transaction are gathered in memory and

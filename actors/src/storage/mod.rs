@@ -284,7 +284,7 @@ pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(20);
 /// [`CHECKPOINT_CLOSE_FRAMES`] long, i.e. close to the writer's restart: the restart
 /// then finds few frames to copy and few un-synced WAL bytes for its fsync. 2 ms
 /// rather than 20 halves the writer's restart time and cuts the cycle p99 by a fifth
-/// (BENCHMARKS.md, "Third pass"); kept to the WAL's last quarter, the extra passes
+/// (docs/benchmarks-passes.md, "Third pass"); kept to the WAL's last quarter, the extra passes
 /// (each with its fsyncs) do not slow delivery-heavy loads.
 pub const CHECKPOINT_CLOSE_EVERY: Duration = Duration::from_millis(2);
 
@@ -633,7 +633,7 @@ pub(crate) mod tests {
 
     /// `.cargo/config.toml` builds the bundled SQLite without its process-wide page
     /// cache lock, allocation statistics, API armour, progress callback and shared
-    /// cache (BENCHMARKS.md, "Eleventh pass"); this fails if that setting stops
+    /// cache (docs/benchmarks-passes.md, "Eleventh pass"); this fails if that setting stops
     /// reaching libsqlite3-sys.
     #[test]
     fn the_bundled_sqlite_is_built_without_its_global_locks() {

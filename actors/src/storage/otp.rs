@@ -104,7 +104,7 @@ const SENDS_FORMAT: u8 = 1;
 /// Sends a second apart take 2 bytes each and a minute apart 3, against 14 digits
 /// and a comma in the text form that versions 1–5 wrote. The column is rewritten
 /// with every snapshot of the actor, so its size is paid at every request and
-/// verify (BENCHMARKS.md, "Third pass"). A clock that steps back gives a negative
+/// verify (docs/benchmarks-passes.md, "Third pass"). A clock that steps back gives a negative
 /// difference, which zigzag keeps small too.
 pub(crate) fn encode_sends(sends: &VecDeque<i64>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + 3 * sends.len() + 6);
