@@ -122,7 +122,7 @@ impl AppSettings {
                     self.code_length
                 ));
             }
-            tests.insert(canonical.as_str().to_string(), code);
+            tests.insert(canonical.to_string(), code);
         }
         self.test_numbers = tests;
         Ok(self)

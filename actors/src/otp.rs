@@ -440,7 +440,7 @@ mod tests {
     fn record() -> OtpRecord {
         OtpRecord::new(OtpKey {
             app_id: Uuid::nil(),
-            phone: Phone::from_canonical("255712345678".into()),
+            phone: Phone::from_canonical("255712345678").expect("canonical"),
         })
     }
 

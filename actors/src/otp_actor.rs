@@ -351,7 +351,7 @@ impl Handler<Verify> for OtpActor {
         let outbox = verify_events(
             &self.shared.webhooks,
             msg.app_id,
-            self.record.key.phone.as_str(),
+            &self.record.key.phone.digits(),
             &outcome,
             target.as_ref(),
             now,

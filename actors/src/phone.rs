@@ -2,20 +2,25 @@
 //! digits without the `+` (SPEC section 3).
 
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Deref;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest input we even try to parse; E.164 numbers have at most 15 digits.
 const MAX_INPUT_LEN: usize = 64;
 
+/// The most digits a canonical number has (E.164).
+const MAX_DIGITS: usize = 15;
+
 /// A valid phone number in canonical form: E.164 digits without `+` (`"255712345678"`).
 ///
-/// Shared, not copied, on clone: an (app, phone) key lives in its actor, its record
-/// and the registry, and with 100,000 live flakes each copy was an allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Phone(Arc<str>);
+/// Held as the digits' value: a canonical number has 7 to 15 digits and never
+/// starts with `0`, so its decimal form is exactly its digits. An (app, phone) key
+/// lives in its actor, its record and the registry; as a value it is copied
+/// without an allocation, and comparing two keys reads no memory outside them
+/// (the registry compares keys on every lookup). Serialised as the digit string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Phone(u64);
 
 /// Why a phone number was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,17 +67,35 @@ impl Phone {
             return Err(PhoneError::Invalid);
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-        Ok(Phone(e164.trim_start_matches('+').into()))
+        Phone::from_canonical(e164.trim_start_matches('+')).ok_or(PhoneError::Invalid)
     }
 
-    /// Wraps an already-canonical number read back from storage.
-    pub fn from_canonical(digits: String) -> Phone {
-        Phone(digits.into())
+    /// The number whose canonical digits are `digits` (7 to 15 ASCII digits, the
+    /// first not `0`), without libphonenumber's validation: for numbers validated
+    /// before (read back from storage, or naming a live actor). `None` for anything
+    /// else.
+    pub fn from_canonical(digits: &str) -> Option<Phone> {
+        let canonical = (7..=MAX_DIGITS).contains(&digits.len())
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        canonical.then(|| digits.parse().ok()).flatten().map(Phone)
     }
 
-    /// The canonical digits.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The canonical digits, formatted on the stack.
+    pub fn digits(&self) -> Digits {
+        let mut buf = [0u8; MAX_DIGITS];
+        let mut start = MAX_DIGITS;
+        let mut rest = self.0;
+        while start > 0 {
+            start -= 1;
+            // `rest % 10` is below 10.
+            buf[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        Digits { buf, start }
     }
 
     /// The ISO 3166 alpha-2 region of the number (`"TZ"`), when libphonenumber knows it.
@@ -85,7 +108,44 @@ impl Phone {
 
 impl fmt::Display for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Phone {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.digits())
+    }
+}
+
+impl<'de> Deserialize<'de> for Phone {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Phone, D::Error> {
+        let digits = String::deserialize(deserializer)?;
+        Phone::from_canonical(&digits)
+            .ok_or_else(|| serde::de::Error::custom("not a canonical phone number"))
+    }
+}
+
+/// A phone's canonical digits as a `&str` (through `Deref`), without an allocation.
+#[derive(Clone, Copy)]
+pub struct Digits {
+    buf: [u8; MAX_DIGITS],
+    /// Where the digits start in `buf`; they run to its end.
+    start: usize,
+}
+
+impl Deref for Digits {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only ASCII digits are ever written to `buf[start..]`.
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Digits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -104,7 +164,7 @@ mod tests {
             " +255712345678 ",
         ] {
             assert_eq!(
-                Phone::parse(input).expect(input).as_str(),
+                &*Phone::parse(input).expect(input).digits(),
                 "255712345678",
                 "{input}"
             );
@@ -129,6 +189,42 @@ mod tests {
         ] {
             assert!(Phone::parse(input).is_err(), "{input:?} should be refused");
         }
+    }
+
+    #[test]
+    fn canonical_digits_round_trip_through_the_value() {
+        for digits in [
+            "1234567",
+            "255712345678",
+            "999999999999999",
+            "100000000000000",
+        ] {
+            let phone = Phone::from_canonical(digits).expect(digits);
+            assert_eq!(&*phone.digits(), digits);
+            assert_eq!(phone.to_string(), digits);
+            let json = serde_json::to_string(&phone).expect("serialises");
+            assert_eq!(json, format!("\"{digits}\""));
+            let back: Phone = serde_json::from_str(&json).expect("deserialises");
+            assert_eq!(back, phone);
+        }
+    }
+
+    #[test]
+    fn from_canonical_takes_only_canonical_digits() {
+        for digits in [
+            "",
+            "123456",
+            "0255712345678",
+            "1234567890123456",
+            "+255712345678",
+            "255 712345678",
+            "25571234567a",
+            "٢٥٥٧١٢٣٤٥٦٧٨",
+        ] {
+            assert_eq!(Phone::from_canonical(digits), None, "{digits:?}");
+        }
+        assert!(serde_json::from_str::<Phone>("\"0255712345678\"").is_err());
+        assert!(serde_json::from_str::<Phone>("255712345678").is_err());
     }
 
     #[test]

@@ -301,6 +301,51 @@ async fn a_send_in_flight_at_shutdown_resumes_at_restart_with_a_fresh_working_co
 }
 
 #[actix_rt::test]
+async fn a_queued_otp_send_whose_stored_recipient_is_not_canonical_is_left_alone_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let hanging: Arc<CapturingProvider> = Arc::default();
+    hanging.set_hanging(true);
+    let clock = start_clock();
+    let f = start(
+        config(dir.path()),
+        clock.clone(),
+        hanging.clone(),
+        settings(),
+    )
+    .await;
+    let issued = f.runtime.request(&f.app, send(PHONE)).await.unwrap();
+    let h = hanging.clone();
+    eventually("provider called", || h.calls() == 1).await;
+    f.runtime.shutdown().await;
+    // Not something otpd writes: a recipient that is no canonical number.
+    let id = issued.message_id.unwrap().to_string();
+    let side = rusqlite::Connection::open(&f.db).unwrap();
+    let changed = side
+        .execute(
+            "UPDATE messages SET recipient = '+0 not a number' WHERE message_id = ?1",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(side);
+
+    let f2 = start(config(dir.path()), clock, Arc::default(), settings()).await;
+    let id = issued.message_id.unwrap();
+    let m = f2.runtime.message(&f2.app, id).await.unwrap();
+    assert_eq!(m.status, MessageStatus::Queued, "left as it was");
+    assert_eq!(f2.provider.count(), 0, "nothing sent to it");
+    // The runtime serves the phone as before.
+    f2.runtime.request(&f2.app, send(PHONE)).await.unwrap();
+    let code = code_for(&f2, CANON).await;
+    let r = f2
+        .runtime
+        .verify(&f2.app, verify(PHONE, &code))
+        .await
+        .unwrap();
+    assert!(matches!(r.outcome, VerifyOutcome::Verified { .. }));
+}
+
+#[actix_rt::test]
 async fn no_plaintext_code_reaches_the_database_files() {
     let dir = tempfile::tempdir().unwrap();
     let s = otpd_actors::AppSettings {

@@ -46,9 +46,18 @@ impl Runtime {
         };
         match record.purpose {
             Purpose::Otp => {
+                let Some(phone) = Phone::from_canonical(&record.to) else {
+                    // otpd stores OTP recipients canonical: this row was not written
+                    // by it. Left as it is, for an operator to look at.
+                    tracing::warn!(
+                        message_id = %record.message_id,
+                        "a queued OTP message's recipient is not a canonical number; not resumed"
+                    );
+                    return Ok(());
+                };
                 let key = OtpKey {
                     app_id: app.app_id,
-                    phone: Phone::from_canonical(record.to.clone()),
+                    phone,
                 };
                 let resumed = self
                     .ask(

@@ -627,7 +627,7 @@ pub(crate) mod tests {
     pub(crate) fn key() -> OtpKey {
         OtpKey {
             app_id: Uuid::new_v4(),
-            phone: Phone::from_canonical("255712345678".into()),
+            phone: Phone::from_canonical("255712345678").expect("canonical"),
         }
     }
 

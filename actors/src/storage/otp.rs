@@ -25,7 +25,7 @@ pub fn load_otp(conn: &Connection, key: &OtpKey) -> Result<OtpRecord, StorageErr
          FROM otp_state WHERE app_id = ?1 AND phone = ?2",
     )?;
     let row = stmt
-        .query_row(params![uuid_text(&key.app_id), key.phone.as_str()], |r| {
+        .query_row(params![uuid_text(&key.app_id), &*key.phone.digits()], |r| {
             Ok((
                 r.get::<_, Option<String>>(0)?,
                 r.get::<_, Option<Vec<u8>>>(1)?,

@@ -209,7 +209,7 @@ fn assert_v1_rows_load(conn: &Connection) {
     assert_eq!((idem.status, idem.body.as_slice()), (201, &b"{}"[..]));
     let key = OtpKey {
         app_id: app_id(),
-        phone: Phone::from_canonical(PHONE.into()),
+        phone: Phone::from_canonical(PHONE).expect("canonical"),
     };
     let otp = storage::load_otp(conn, &key).unwrap();
     let flake = otp.flake.expect("the old flake");
@@ -510,7 +510,7 @@ async fn a_version_5_database_gets_its_send_times_in_the_compact_form() {
             &conn,
             &OtpKey {
                 app_id: app_id(),
-                phone: Phone::from_canonical(phone.into()),
+                phone: Phone::from_canonical(phone).expect("canonical"),
             },
         )
     };

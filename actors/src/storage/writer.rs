@@ -756,7 +756,7 @@ fn write_otp(
     let callback = f.and_then(|f| f.callback.as_deref());
     let values = params![
         app_id,
-        rec.key.phone.as_str(),
+        &*rec.key.phone.digits(),
         flake_id,
         code_hash,
         f.map(|f| f.status.as_str()),
@@ -851,7 +851,7 @@ mod tests {
         let (snap, _h) = Snapshot::open(&config).unwrap();
         let rec = OtpRecord::new(OtpKey {
             app_id: Uuid::nil(),
-            phone: Phone::from_canonical("255700000001".into()),
+            phone: Phone::from_canonical("255700000001").expect("canonical"),
         });
         // Acknowledged before its commit, as async mode does; the writer starts
         // gathering with it.
@@ -876,7 +876,7 @@ mod tests {
             .map(|i| {
                 OtpRecord::new(OtpKey {
                     app_id: Uuid::nil(),
-                    phone: Phone::from_canonical(format!("2557000{i:05}")),
+                    phone: Phone::from_canonical(&format!("2557000{i:05}")).expect("canonical"),
                 })
             })
             .collect();
@@ -915,7 +915,7 @@ mod tests {
         let rec = |phone: &str| {
             OtpRecord::new(OtpKey {
                 app_id: Uuid::nil(),
-                phone: Phone::from_canonical(phone.into()),
+                phone: Phone::from_canonical(phone).expect("canonical"),
             })
         };
         let (good1, bad, good2) = (
@@ -949,7 +949,7 @@ mod tests {
         let (snap, _h) = Snapshot::open(&config(&dir)).unwrap();
         let mut rec = OtpRecord::new(OtpKey {
             app_id: Uuid::nil(),
-            phone: Phone::from_canonical("255700000009".into()),
+            phone: Phone::from_canonical("255700000009").expect("canonical"),
         });
         rec.sends.push_back(1_000);
         // No row yet: the UPDATE changes nothing and the upsert inserts.

@@ -285,7 +285,7 @@ fn phones(n: usize) -> Result<(Vec<String>, Duration), String> {
             let candidate = format!("{prefix}{k:07}");
             parsed += 1;
             if let Ok(p) = Phone::parse(&candidate) {
-                out.push(p.as_str().to_string());
+                out.push(p.to_string());
             }
         }
     }
