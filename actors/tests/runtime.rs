@@ -10,7 +10,7 @@ use common::*;
 use otpd_actors::config::ProviderKind;
 use otpd_actors::message::MessageStatus;
 use otpd_actors::otp::{FlakeStatus, VerifyOutcome};
-use otpd_actors::{Error, Runtime};
+use otpd_actors::{Error, ManualClock, Runtime};
 
 const PHONE: &str = "+255 712 345 678";
 const CANON: &str = "255712345678";
@@ -263,23 +263,25 @@ async fn provider_that_keeps_failing_leaves_the_message_failed_with_provider_err
     assert_eq!(m.error_code.as_deref(), Some("provider_error"));
 }
 
-#[actix_rt::test]
-async fn a_send_in_flight_at_shutdown_resumes_at_restart_with_a_fresh_working_code() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts otpd in `dir` with a provider that never answers, requests a code for
+/// `PHONE` and stops otpd while that send is in flight: its message stays `queued`.
+async fn stopped_with_a_send_in_flight(
+    dir: &std::path::Path,
+) -> (Fixture, otpd_actors::otp::Issued, Arc<ManualClock>) {
     let hanging: Arc<CapturingProvider> = Arc::default();
     hanging.set_hanging(true);
     let clock = start_clock();
-    let f = start(
-        config(dir.path()),
-        clock.clone(),
-        hanging.clone(),
-        settings(),
-    )
-    .await;
+    let f = start(config(dir), clock.clone(), hanging.clone(), settings()).await;
     let issued = f.runtime.request(&f.app, send(PHONE)).await.unwrap();
-    let h = hanging.clone();
-    eventually("provider called", || h.calls() == 1).await;
+    eventually("provider called", || hanging.calls() == 1).await;
     f.runtime.shutdown().await;
+    (f, issued, clock)
+}
+
+#[actix_rt::test]
+async fn a_send_in_flight_at_shutdown_resumes_at_restart_with_a_fresh_working_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_f, issued, clock) = stopped_with_a_send_in_flight(dir.path()).await;
 
     let f2 = start(config(dir.path()), clock, Arc::default(), settings()).await;
     let code = code_for(&f2, CANON).await;
@@ -303,20 +305,7 @@ async fn a_send_in_flight_at_shutdown_resumes_at_restart_with_a_fresh_working_co
 #[actix_rt::test]
 async fn a_queued_otp_send_whose_stored_recipient_is_not_canonical_is_left_alone_at_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let hanging: Arc<CapturingProvider> = Arc::default();
-    hanging.set_hanging(true);
-    let clock = start_clock();
-    let f = start(
-        config(dir.path()),
-        clock.clone(),
-        hanging.clone(),
-        settings(),
-    )
-    .await;
-    let issued = f.runtime.request(&f.app, send(PHONE)).await.unwrap();
-    let h = hanging.clone();
-    eventually("provider called", || h.calls() == 1).await;
-    f.runtime.shutdown().await;
+    let (f, issued, clock) = stopped_with_a_send_in_flight(dir.path()).await;
     // Not something otpd writes: a recipient that is no canonical number.
     let id = issued.message_id.unwrap().to_string();
     let side = rusqlite::Connection::open(&f.db).unwrap();
