@@ -187,9 +187,11 @@ impl Runtime {
             Some(target) => CallbackChange::Set(target),
             None => CallbackChange::Unchanged,
         };
-        let test_code = match app.settings.test_numbers.is_empty() {
-            true => None,
-            false => app.settings.test_numbers.get(&*key.phone.digits()).cloned(),
+        // Most apps have no test numbers: no digits to format then.
+        let test_code = if app.settings.test_numbers.is_empty() {
+            None
+        } else {
+            app.settings.test_numbers.get(&*key.phone.digits()).cloned()
         };
         let msg = Issue {
             app: app.clone(),
