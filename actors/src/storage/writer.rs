@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::{bound_wal, Checkpointer};
 use super::readers::{ReadFn, Readers};
-use super::{uuid_text, Change, SnapshotStats, StorageError, ASYNC_MAX_BATCH};
+use super::{uuid_text, Change, SnapshotStats, StorageError, UuidText, ASYNC_MAX_BATCH};
 use crate::clock::{thread_cpu_time, to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
 use crate::message::{MessageRecord, Purpose};
@@ -582,7 +582,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     event.id,
-                    uuid_text(&event.app_id),
+                    UuidText::new(&event.app_id),
                     event.event,
                     event.channel.as_str(),
                     &*event.body,
@@ -596,7 +596,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                      next_attempt_at, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)", params![
                     d.delivery_id,
-                    uuid_text(&d.app_id),
+                    UuidText::new(&d.app_id),
                     d.event.id,
                     d.kind.as_str(),
                     d.webhook_id,
@@ -670,7 +670,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
 /// of the primary key; if that changes no row (the row was purged meanwhile) it falls
 /// back to the upsert, which first tries the insert and then updates on the conflict.
 fn write_message(sql: &Sql<'_>, m: &MessageRecord, update_first: bool) -> Result<(), StorageError> {
-    let message_id = uuid_text(&m.message_id);
+    let message_id = UuidText::new(&m.message_id);
     if update_first {
         let updated = sql.run(
             "UPDATE messages SET status = ?2, error_code = ?3, error_message = ?4,
@@ -709,7 +709,7 @@ fn write_message(sql: &Sql<'_>, m: &MessageRecord, update_first: bool) -> Result
          read_at = excluded.read_at, failed_at = excluded.failed_at",
         params![
             message_id,
-            uuid_text(&m.app_id),
+            UuidText::new(&m.app_id),
             m.channel.as_str(),
             m.to,
             m.body,
@@ -749,10 +749,10 @@ fn write_otp(
 ) -> Result<(), StorageError> {
     let sends = super::otp::encode_sends(&rec.sends);
     let f = rec.flake.as_ref();
-    let app_id = uuid_text(&rec.key.app_id);
-    let flake_id = f.map(|f| uuid_text(&f.flake_id));
+    let app_id = UuidText::new(&rec.key.app_id);
+    let flake_id = f.map(|f| UuidText::new(&f.flake_id));
     let code_hash = f.map(|f| &f.code_hash[..]);
-    let message_id = f.and_then(|f| f.message_id.as_ref().map(uuid_text));
+    let message_id = f.and_then(|f| f.message_id.as_ref().map(UuidText::new));
     let callback = f.and_then(|f| f.callback.as_deref());
     let values = params![
         app_id,
