@@ -652,10 +652,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// `.cargo/config.toml` builds the bundled SQLite without its process-wide page
-    /// cache lock, allocation statistics, API armour, progress callback and shared
-    /// cache (docs/benchmarks-passes.md, "Eleventh pass"); this fails if that setting stops
-    /// reaching libsqlite3-sys.
     #[test]
     fn a_stack_uuid_binds_the_same_text_as_uuid_text() {
         let conn = Connection::open_in_memory().unwrap();
@@ -677,6 +673,10 @@ pub(crate) mod tests {
         }
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite without its process-wide page
+    /// cache lock, allocation statistics, API armour, progress callback and shared
+    /// cache (docs/benchmarks-passes.md, "Eleventh pass"); this fails if that setting stops
+    /// reaching libsqlite3-sys.
     #[test]
     fn the_bundled_sqlite_is_built_without_its_global_locks() {
         let conn = Connection::open_in_memory().unwrap();
