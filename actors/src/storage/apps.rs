@@ -11,7 +11,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
-use super::{parse_uuid, schema, uuid_text, IdempotencyRecord, StorageError};
+use super::{parse_uuid, schema, IdempotencyRecord, StorageError, UuidText};
 use crate::app::{App, AppSettings};
 use crate::clock::from_millis;
 use crate::secrets::Digest32;
@@ -91,7 +91,9 @@ pub fn api_key_exists(
 ) -> Result<bool, StorageError> {
     let n: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM api_keys WHERE app_id = ?1 AND key_id = ?2")?
-        .query_row(params![uuid_text(app_id), uuid_text(key_id)], |r| r.get(0))?;
+        .query_row(params![UuidText::new(app_id), UuidText::new(key_id)], |r| {
+            r.get(0)
+        })?;
     Ok(n > 0)
 }
 
@@ -111,7 +113,7 @@ pub fn load_idempotency(
 ) -> Result<Option<IdempotencyRecord>, StorageError> {
     let row = conn
         .prepare_cached("SELECT request_hash, status, body, created_at FROM idempotency WHERE app_id = ?1 AND key = ?2")?
-        .query_row(params![uuid_text(app_id), key], |r| {
+        .query_row(params![UuidText::new(app_id), key], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, i64>(3)?))
         })
         .optional()?;

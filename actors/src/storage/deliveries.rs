@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{parse_uuid, uuid_text, StorageError};
+use super::{parse_uuid, uuid_text, StorageError, UuidText};
 use crate::clock::{from_millis, to_millis};
 use crate::delivery::model::{AttemptRecord, Delivery, DeliveryKind, DeliveryStatus, DeliveryView};
 use crate::events::{Event, ServiceType};
@@ -86,7 +86,10 @@ pub fn load_delivery(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let Some(delivery) = stmt
-        .query_row(params![delivery_id, uuid_text(app_id)], delivery_from_row)
+        .query_row(
+            params![delivery_id, UuidText::new(app_id)],
+            delivery_from_row,
+        )
         .optional()?
     else {
         return Ok(None);

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{parse_uuid, uuid_text, StorageError};
+use super::{parse_uuid, StorageError, UuidText};
 use crate::clock::from_millis;
 use crate::message::{
     MessageRecord, MessageStatus, Purpose, ReportTarget, ReportType, StatusTimes,
@@ -86,7 +86,7 @@ pub fn load_message(
     let mut stmt = conn.prepare_cached(&sql)?;
     let row = stmt
         .query_row(
-            params![uuid_text(message_id), uuid_text(app_id)],
+            params![UuidText::new(message_id), UuidText::new(app_id)],
             message_from_row,
         )
         .optional()?;
@@ -113,7 +113,7 @@ pub fn load_message_any(
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ?1");
     let mut stmt = conn.prepare_cached(&sql)?;
     let row = stmt
-        .query_row(params![uuid_text(message_id)], message_from_row)
+        .query_row(params![UuidText::new(message_id)], message_from_row)
         .optional()?;
     row.transpose()
 }

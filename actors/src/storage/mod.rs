@@ -601,11 +601,13 @@ pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connecti
     Ok(conn)
 }
 
+/// An id as stored: hyphenated, lowercase text. For an owned SQL value; a bound
+/// parameter uses [`UuidText`].
 fn uuid_text(id: &Uuid) -> String {
     id.hyphenated().to_string()
 }
 
-/// The text [`uuid_text`] makes (hyphenated, lowercase), on the stack: the writer
+/// The text [`uuid_text`] makes, on the stack: how every id is bound. The writer
 /// binds three or four ids per op, and each `String` was an allocation.
 #[derive(Clone, Copy)]
 struct UuidText([u8; uuid::fmt::Hyphenated::LENGTH]);

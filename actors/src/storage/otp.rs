@@ -11,7 +11,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{parse_uuid, uuid_text, StorageError};
+use super::{parse_uuid, StorageError, UuidText};
 use crate::clock::{from_millis, to_millis};
 use crate::message::Channel;
 use crate::otp::{CallbackTarget, Flake, FlakeStatus, OtpKey, OtpRecord};
@@ -24,8 +24,9 @@ pub fn load_otp(conn: &Connection, key: &OtpKey) -> Result<OtpRecord, StorageErr
          callback_url, callback_secret, created_at, expires_at, finished_at, sends
          FROM otp_state WHERE app_id = ?1 AND phone = ?2",
     )?;
+    let (app_id, phone) = (UuidText::new(&key.app_id), key.phone.digits());
     let row = stmt
-        .query_row(params![uuid_text(&key.app_id), &*key.phone.digits()], |r| {
+        .query_row(params![app_id, &*phone], |r| {
             Ok((
                 r.get::<_, Option<String>>(0)?,
                 r.get::<_, Option<Vec<u8>>>(1)?,

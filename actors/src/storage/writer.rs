@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::{bound_wal, Checkpointer};
 use super::readers::{ReadFn, Readers};
-use super::{uuid_text, Change, SnapshotStats, StorageError, UuidText, ASYNC_MAX_BATCH};
+use super::{Change, SnapshotStats, StorageError, UuidText, ASYNC_MAX_BATCH};
 use crate::clock::{thread_cpu_time, to_millis, Clock, Stopwatch};
 use crate::config::{Durability, StorageConfig};
 use crate::message::{MessageRecord, Purpose};
@@ -527,7 +527,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                  ON CONFLICT(app_id) DO UPDATE SET app_key = excluded.app_key, name = excluded.name,
                  settings = excluded.settings, updated_at = excluded.updated_at",
                 params![
-                    uuid_text(&app.app_id),
+                    UuidText::new(&app.app_id),
                     app.app_key,
                     app.name,
                     settings,
@@ -544,19 +544,19 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
         } => {
             sql.run(
                 "INSERT INTO api_keys (key_id, app_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key_hash) DO NOTHING", params![uuid_text(key_id), uuid_text(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
+                 ON CONFLICT(key_hash) DO NOTHING", params![UuidText::new(key_id), UuidText::new(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
         }
         Change::DeleteApiKey { app_id, key_id } => {
             sql.run(
                 "DELETE FROM api_keys WHERE app_id = ?1 AND key_id = ?2",
-                params![uuid_text(app_id), uuid_text(key_id)],
+                params![UuidText::new(app_id), UuidText::new(key_id)],
             )?;
         }
         Change::Idempotency(r) => {
             sql.run(
                 "INSERT OR REPLACE INTO idempotency (app_id, key, request_hash, status, body, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![
-                uuid_text(&r.app_id),
+                UuidText::new(&r.app_id),
                 r.key,
                 r.request_hash.to_vec(),
                 r.status,
@@ -645,7 +645,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                  previous_secret = excluded.previous_secret, previous_secret_until = excluded.previous_secret_until,
                  updated_at = excluded.updated_at", params![
                 w.id,
-                uuid_text(&w.app_id),
+                UuidText::new(&w.app_id),
                 w.service_type.as_str(),
                 w.url,
                 events,
