@@ -21,9 +21,15 @@
 //! One cycle is `POST /v1/otp/request` (with `X-API-Key`) → the code from the
 //! provider (real only) → `POST /v1/otp/verify`, which must answer `verified` (on
 //! bare, with a fixed code). The client is reqwest on its own thread (a
-//! current-thread tokio runtime) with `--connections` tasks, each on its own
-//! keep-alive connection and its own slice of `--phones` numbers (no two cycles on
-//! one phone at once). Rounds alternate real, bare, real, bare … (`--rounds` of each,
+//! current-thread tokio runtime) with `--connections` tasks, each with its own slice
+//! of `--phones` numbers (no two cycles on one phone at once). The tasks share one
+//! pool of keep-alive connections, as an application's HTTP client does: a call
+//! takes whichever connection is idle, so a phone's verify often reaches another
+//! server worker than its request did, and its OTP actor (which lives on the worker
+//! that first called it) is then called across threads. `--connection-per-task`
+//! gives each task a connection of its own instead, so every call of a phone lands
+//! on the worker that holds its actor: the difference is what those cross-worker
+//! calls cost. Rounds alternate real, bare, real, bare … (`--rounds` of each,
 //! `--round-secs` long), so both see the same machine; the client's own cost is in
 //! both. Printed per round: cycles/s, CPU µs per cycle (the whole process's user +
 //! system time over the round) and cycle latency p50/p99; then the snapshot
@@ -102,6 +108,10 @@ struct Args {
     /// `server.workers = 0` (its default): one per core.
     #[arg(long, default_value_t = 0)]
     server_workers: usize,
+    /// Give each client task its own connection instead of one shared pool, so a
+    /// phone's calls all reach one server worker (see the module's doc comment).
+    #[arg(long)]
+    connection_per_task: bool,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
@@ -448,7 +458,9 @@ fn loadavg() -> f64 {
 
 /// Everything a client task needs.
 struct Target {
-    client: reqwest::Client,
+    /// The client of each task: one shared pool, or (`--connection-per-task`) one
+    /// single-connection client per task.
+    clients: Vec<reqwest::Client>,
     /// `request` and `verify` URLs of each side, parsed once (URL parsing is
     /// the client's cost, not the servers').
     real: [reqwest::Url; 2],
@@ -458,13 +470,14 @@ struct Target {
 }
 
 /// One cycle on `side` for `phone`; `Err` says what failed.
-async fn cycle(t: &Target, side: Side, phone: &str) -> Result<(), String> {
+async fn cycle(t: &Target, side: Side, phone: &str, task: usize) -> Result<(), String> {
+    let client = &t.clients[task % t.clients.len()];
     let [request_url, verify_url] = match side {
         Side::Real => &t.real,
         Side::Bare => &t.bare,
     };
     let post = |url: &reqwest::Url, body: Value| {
-        t.client
+        client
             .post(url.clone())
             .header("X-API-Key", &t.api_key)
             .json(&body)
@@ -535,7 +548,7 @@ async fn round(t: Arc<Target>, side: Side, phones: Arc<Vec<String>>, args: &Args
                     let phone = &phones[mine[next % mine.len()]];
                     next += 1;
                     let began = Instant::now();
-                    match cycle(&t, side, phone).await {
+                    match cycle(&t, side, phone, task).await {
                         Ok(()) => {
                             cycles += 1;
                             let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -693,10 +706,19 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     actix_rt::spawn(real);
     actix_rt::spawn(bare);
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .build()
-        .map_err(|e| format!("client: {e}"))?;
+    let client = |connections: usize| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .build()
+            .map_err(|e| format!("client: {e}"))
+    };
+    let clients = if args.connection_per_task {
+        (0..args.connections)
+            .map(|_| client(1))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![client(args.connections)?]
+    };
     let urls = |addr: SocketAddr| -> Result<[reqwest::Url; 2], String> {
         let url = |path: &str| {
             reqwest::Url::parse(&format!("http://{addr}{path}")).map_err(|e| e.to_string())
@@ -704,7 +726,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         Ok([url("/v1/otp/request")?, url("/v1/otp/verify")?])
     };
     let target = Arc::new(Target {
-        client,
+        clients,
         real: urls(real_addr)?,
         bare: urls(bare_addr)?,
         api_key: created.api_key,
@@ -756,6 +778,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             "durability": durability_name(args.durability),
             "daemon_log": args.daemon_log,
             "server_workers": server_workers,
+            "connection_per_task": args.connection_per_task,
         },
         "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
         "real_per_sec": real_rate.round(),
@@ -775,8 +798,9 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     use std::fmt::Write as _;
     let _ = writeln!(
         text,
-        "otpd-httpbench: connections={} rounds={}x{}s phones={} durability={} daemon log={} server workers={}",
+        "otpd-httpbench: connections={} ({}) rounds={}x{}s phones={} durability={} daemon log={} server workers={}",
         args.connections,
+        if args.connection_per_task { "one per task" } else { "one shared pool" },
         args.rounds,
         args.round_secs,
         args.phones,
