@@ -24,12 +24,12 @@
 //! current-thread tokio runtime) with `--connections` tasks, each with its own slice
 //! of `--phones` numbers (no two cycles on one phone at once). The tasks share one
 //! pool of keep-alive connections, as an application's HTTP client does: a call
-//! takes whichever connection is idle, so a phone's verify often reaches another
-//! server worker than its request did, and its OTP actor (which lives on the worker
-//! that first called it) is then called across threads. `--connection-per-task`
-//! gives each task a connection of its own instead, so every call of a phone lands
-//! on the worker that holds its actor: the difference is what those cross-worker
-//! calls cost. Rounds alternate real, bare, real, bare … (`--rounds` of each,
+//! takes an idle connection (most often the one its task just gave back, but not
+//! always), so now and then a phone's call reaches another server worker than the
+//! one holding its OTP actor (which lives on the worker that first called it), and
+//! the actor is called across threads. `--connection-per-task` gives each task a
+//! connection of its own instead, so every call of a phone lands on the worker that
+//! holds its actor: the difference is what those cross-worker calls cost. Rounds alternate real, bare, real, bare … (`--rounds` of each,
 //! `--round-secs` long), so both see the same machine; the client's own cost is in
 //! both. Printed per round: cycles/s, CPU µs per cycle (the whole process's user +
 //! system time over the round) and cycle latency p50/p99; then the snapshot
