@@ -29,7 +29,7 @@ fn one_round_of_each_side_reports_rates_cpu_and_their_ratio() {
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(r["errors"], 0, "{r}");
-    assert_eq!(r["config"]["connection_per_task"], false, "one shared pool by default");
+    assert_eq!(r["config"]["client"], "pool", "one shared pool by default");
     let real = r["real_per_sec"].as_f64().unwrap();
     let bare = r["bare_per_sec"].as_f64().unwrap();
     assert!(real > 0.0 && bare > 0.0, "{r}");
@@ -106,36 +106,39 @@ fn zero_connections_are_refused() {
 }
 
 #[test]
-fn a_connection_per_task_runs_verified_cycles_on_both_sides() {
-    let out = Command::new(env!("CARGO_BIN_EXE_otpd-httpbench"))
-        .args([
-            "--rounds",
-            "1",
-            "--round-secs",
-            "1",
-            "--connections",
-            "3",
-            "--phones",
-            "60",
-            "--connection-per-task",
-            "--json",
-        ])
-        .output()
-        .expect("run otpd-httpbench");
-    assert!(
-        out.status.success(),
-        "otpd-httpbench failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(r["config"]["connection_per_task"], true, "{r}");
-    assert_eq!(r["errors"], 0, "{r}");
-    let rounds = r["rounds"].as_array().unwrap();
-    assert!(
-        rounds
-            .iter()
-            .all(|round| round["cycles"].as_u64().unwrap() > 0),
-        "{r}"
-    );
+fn every_client_mode_runs_verified_cycles_on_both_sides() {
+    for mode in ["per-task", "split"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_otpd-httpbench"))
+            .args([
+                "--rounds",
+                "1",
+                "--round-secs",
+                "1",
+                "--connections",
+                "3",
+                "--phones",
+                "60",
+                "--client",
+                mode,
+                "--json",
+            ])
+            .output()
+            .expect("run otpd-httpbench");
+        assert!(
+            out.status.success(),
+            "otpd-httpbench --client {mode} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(r["config"]["client"], mode, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        let rounds = r["rounds"].as_array().unwrap();
+        assert!(
+            rounds
+                .iter()
+                .all(|round| round["cycles"].as_u64().unwrap() > 0),
+            "{mode}: {r}"
+        );
+    }
 }

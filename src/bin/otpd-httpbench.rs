@@ -27,9 +27,13 @@
 //! takes an idle connection (most often the one its task just gave back, but not
 //! always), so now and then a phone's call reaches another server worker than the
 //! one holding its OTP actor (which lives on the worker that first called it), and
-//! the actor is called across threads. `--connection-per-task` gives each task a
+//! the actor is called across threads. `--client per-task` gives each task a
 //! connection of its own instead, so every call of a phone lands on the worker that
-//! holds its actor: the difference is what those cross-worker calls cost. Rounds alternate real, bare, real, bare … (`--rounds` of each,
+//! holds its actor; `--client split` gives each task two, the request on one and
+//! the verify on the other, so about half the verifies (the server spreads
+//! connections over its workers) reach another worker than the request, as they do
+//! in production, where a phone's request and verify come minutes apart through
+//! whatever connection the application's pool hands out. Rounds alternate real, bare, real, bare … (`--rounds` of each,
 //! `--round-secs` long), so both see the same machine; the client's own cost is in
 //! both. Printed per round: cycles/s, CPU µs per cycle (the whole process's user +
 //! system time over the round) and cycle latency p50/p99; then the snapshot
@@ -108,13 +112,36 @@ struct Args {
     /// `server.workers = 0` (its default): one per core.
     #[arg(long, default_value_t = 0)]
     server_workers: usize,
-    /// Give each client task its own connection instead of one shared pool, so a
-    /// phone's calls all reach one server worker (see the module's doc comment).
-    #[arg(long)]
-    connection_per_task: bool,
+    /// How the client tasks hold their connections (see the module's doc comment):
+    /// one shared pool, one connection per task, or two per task (request on one,
+    /// verify on the other).
+    #[arg(long, value_enum, default_value_t = ClientArg::Pool)]
+    client: ClientArg,
     /// Print one JSON object instead of the human-readable block.
     #[arg(long)]
     json: bool,
+}
+
+/// `--client`: how the client tasks hold their connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClientArg {
+    /// One pool shared by every task.
+    Pool,
+    /// One connection per task.
+    PerTask,
+    /// Two connections per task: the request on the first, the verify on the second.
+    Split,
+}
+
+impl ClientArg {
+    /// The value as it is spelled on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            ClientArg::Pool => "pool",
+            ClientArg::PerTask => "per-task",
+            ClientArg::Split => "split",
+        }
+    }
 }
 
 /// `--durability`: `storage.durability` of the real side's runtime.
@@ -458,9 +485,11 @@ fn loadavg() -> f64 {
 
 /// Everything a client task needs.
 struct Target {
-    /// The client of each task: one shared pool, or (`--connection-per-task`) one
-    /// single-connection client per task.
+    /// The clients: one shared pool (`--client pool`), or single-connection
+    /// clients, one per task (`per-task`) or two per task (`split`).
     clients: Vec<reqwest::Client>,
+    /// Which of `clients` a task's request and verify use.
+    mode: ClientArg,
     /// `request` and `verify` URLs of each side, parsed once (URL parsing is
     /// the client's cost, not the servers').
     real: [reqwest::Url; 2],
@@ -471,12 +500,16 @@ struct Target {
 
 /// One cycle on `side` for `phone`; `Err` says what failed.
 async fn cycle(t: &Target, side: Side, phone: &str, task: usize) -> Result<(), String> {
-    let client = &t.clients[task % t.clients.len()];
+    let (request_client, verify_client) = match t.mode {
+        ClientArg::Pool => (&t.clients[0], &t.clients[0]),
+        ClientArg::PerTask => (&t.clients[task], &t.clients[task]),
+        ClientArg::Split => (&t.clients[2 * task], &t.clients[2 * task + 1]),
+    };
     let [request_url, verify_url] = match side {
         Side::Real => &t.real,
         Side::Bare => &t.bare,
     };
-    let post = |url: &reqwest::Url, body: Value| {
+    let post = |client: &reqwest::Client, url: &reqwest::Url, body: Value| {
         client
             .post(url.clone())
             .header("X-API-Key", &t.api_key)
@@ -485,6 +518,7 @@ async fn cycle(t: &Target, side: Side, phone: &str, task: usize) -> Result<(), S
             .send()
     };
     let issued = post(
+        request_client,
         request_url,
         json!({"phone_number": phone, "app_key": "bench"}),
     )
@@ -511,6 +545,7 @@ async fn cycle(t: &Target, side: Side, phone: &str, task: usize) -> Result<(), S
         }
     };
     let verified = post(
+        verify_client,
         verify_url,
         json!({"phone_number": phone, "app_key": "bench", "code": code}),
     )
@@ -712,12 +747,18 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             .build()
             .map_err(|e| format!("client: {e}"))
     };
-    let clients = if args.connection_per_task {
-        (0..args.connections)
-            .map(|_| client(1))
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        vec![client(args.connections)?]
+    let clients = match args.client {
+        ClientArg::Pool => vec![client(args.connections)?],
+        ClientArg::PerTask | ClientArg::Split => {
+            let per_task = if args.client == ClientArg::Split {
+                2
+            } else {
+                1
+            };
+            (0..args.connections * per_task)
+                .map(|_| client(1))
+                .collect::<Result<Vec<_>, _>>()?
+        }
     };
     let urls = |addr: SocketAddr| -> Result<[reqwest::Url; 2], String> {
         let url = |path: &str| {
@@ -727,6 +768,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     };
     let target = Arc::new(Target {
         clients,
+        mode: args.client,
         real: urls(real_addr)?,
         bare: urls(bare_addr)?,
         api_key: created.api_key,
@@ -778,7 +820,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             "durability": durability_name(args.durability),
             "daemon_log": args.daemon_log,
             "server_workers": server_workers,
-            "connection_per_task": args.connection_per_task,
+            "client": args.client.name(),
         },
         "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
         "real_per_sec": real_rate.round(),
@@ -798,9 +840,9 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     use std::fmt::Write as _;
     let _ = writeln!(
         text,
-        "otpd-httpbench: connections={} ({}) rounds={}x{}s phones={} durability={} daemon log={} server workers={}",
+        "otpd-httpbench: connections={} (client {}) rounds={}x{}s phones={} durability={} daemon log={} server workers={}",
         args.connections,
-        if args.connection_per_task { "one per task" } else { "one shared pool" },
+        args.client.name(),
         args.rounds,
         args.round_secs,
         args.phones,
