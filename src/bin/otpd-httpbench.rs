@@ -30,10 +30,11 @@
 //! the actor is called across threads. `--client per-task` gives each task a
 //! connection of its own instead, so every call of a phone lands on the worker that
 //! holds its actor; `--client split` gives each task two, the request on one and
-//! the verify on the other, so about half the verifies (the server spreads
-//! connections over its workers) reach another worker than the request, as they do
-//! in production, where a phone's request and verify come minutes apart through
-//! whatever connection the application's pool hands out. Rounds alternate real, bare, real, bare … (`--rounds` of each,
+//! the verify on the other, so a task's verifies reach another worker than its
+//! requests whenever its two connections landed on different workers (actix hands
+//! connections to its workers in turn), as in production, where a phone's request
+//! and verify come minutes apart through whatever connection the application's
+//! pool hands out. Rounds alternate real, bare, real, bare … (`--rounds` of each,
 //! `--round-secs` long), so both see the same machine; the client's own cost is in
 //! both. Printed per round: cycles/s, CPU µs per cycle (the whole process's user +
 //! system time over the round) and cycle latency p50/p99; then the snapshot
