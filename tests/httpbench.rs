@@ -5,29 +5,26 @@
 
 use std::process::Command;
 
-#[test]
-fn one_round_of_each_side_reports_rates_cpu_and_their_ratio() {
+/// Runs the benchmark with one round of one second per side and `args`, and
+/// returns its `--json` report; fails the test when it does not succeed.
+fn one_round(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_otpd-httpbench"))
-        .args([
-            "--rounds",
-            "1",
-            "--round-secs",
-            "1",
-            "--connections",
-            "4",
-            "--phones",
-            "200",
-            "--json",
-        ])
+        .args(["--rounds", "1", "--round-secs", "1", "--json"])
+        .args(args)
         .output()
         .expect("run otpd-httpbench");
     assert!(
         out.status.success(),
-        "otpd-httpbench failed: {}{}",
+        "otpd-httpbench {args:?} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn one_round_of_each_side_reports_rates_cpu_and_their_ratio() {
+    let r = one_round(&["--connections", "4", "--phones", "200"]);
     assert_eq!(r["errors"], 0, "{r}");
     assert_eq!(r["config"]["client"], "pool", "one shared pool by default");
     let real = r["real_per_sec"].as_f64().unwrap();
@@ -108,29 +105,7 @@ fn zero_connections_are_refused() {
 #[test]
 fn every_client_mode_runs_verified_cycles_on_both_sides() {
     for mode in ["per-task", "split"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_otpd-httpbench"))
-            .args([
-                "--rounds",
-                "1",
-                "--round-secs",
-                "1",
-                "--connections",
-                "3",
-                "--phones",
-                "60",
-                "--client",
-                mode,
-                "--json",
-            ])
-            .output()
-            .expect("run otpd-httpbench");
-        assert!(
-            out.status.success(),
-            "otpd-httpbench --client {mode} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let r = one_round(&["--connections", "3", "--phones", "60", "--client", mode]);
         assert_eq!(r["config"]["client"], mode, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
         let rounds = r["rounds"].as_array().unwrap();
