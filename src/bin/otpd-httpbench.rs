@@ -134,17 +134,6 @@ enum ClientArg {
     Split,
 }
 
-impl ClientArg {
-    /// The value as it is spelled on the command line.
-    fn name(self) -> &'static str {
-        match self {
-            ClientArg::Pool => "pool",
-            ClientArg::PerTask => "per-task",
-            ClientArg::Split => "split",
-        }
-    }
-}
-
 /// `--durability`: `storage.durability` of the real side's runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DurabilityArg {
@@ -152,12 +141,12 @@ enum DurabilityArg {
     Async,
 }
 
-/// `--durability`'s value as it is spelled on the command line.
-fn durability_name(d: DurabilityArg) -> &'static str {
-    match d {
-        DurabilityArg::Commit => "commit",
-        DurabilityArg::Async => "async",
-    }
+/// An option's value as it is spelled on the command line (clap's own name for it).
+fn arg_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -818,10 +807,10 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             "rounds": args.rounds,
             "round_secs": args.round_secs,
             "phones": args.phones,
-            "durability": durability_name(args.durability),
+            "durability": arg_name(args.durability),
             "daemon_log": args.daemon_log,
             "server_workers": server_workers,
-            "client": args.client.name(),
+            "client": arg_name(args.client),
         },
         "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
         "real_per_sec": real_rate.round(),
@@ -843,11 +832,11 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         text,
         "otpd-httpbench: connections={} (client {}) rounds={}x{}s phones={} durability={} daemon log={} server workers={}",
         args.connections,
-        args.client.name(),
+        arg_name(args.client),
         args.rounds,
         args.round_secs,
         args.phones,
-        durability_name(args.durability),
+        arg_name(args.durability),
         if args.daemon_log { "on" } else { "off" },
         server_workers
     );
