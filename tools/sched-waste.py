@@ -3,6 +3,7 @@
 
 Usage:
     tools/sched-waste.py sched.data
+    tools/sched-waste.py --text events.txt    (the output of `perf sched script`)
 
 Replays the scheduler events of the recording (`sched_waking`,
 `sched_migrate_task`, `sched_switch`) and keeps, for every CPU, the thread it runs
@@ -32,10 +33,18 @@ def label(comm):
     return comm
 
 
-def main(path):
-    script = subprocess.run(
-        ["perf", "sched", "script", "-i", path], capture_output=True, text=True, check=True
-    ).stdout
+def main(args):
+    if len(args) == 2 and args[0] == "--text":
+        path = args[1]
+        with open(path, encoding="utf-8") as f:
+            script = f.read()
+    elif len(args) == 1 and not args[0].startswith("-"):
+        path = args[0]
+        script = subprocess.run(
+            ["perf", "sched", "script", "-i", path], capture_output=True, text=True, check=True
+        ).stdout
+    else:
+        sys.exit(__doc__)
     running = {}  # cpu -> pid it runs (0: idle)
     where = {}  # pid -> cpu it is on, or queued on
     runnable = set()
@@ -108,6 +117,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1:])
