@@ -53,6 +53,12 @@ fn trace(rest: &[String]) -> String {
     t
 }
 
+/// The line the tool prints for `cpu`: its idle share of the trace, and the share
+/// during which another CPU had a thread queued.
+fn cpu_line(cpu: u32, idle: f64, wasted: f64) -> String {
+    format!("cpu{cpu}: idle {idle:.1} %, of which another CPU had a thread queued {wasted:.1} %")
+}
+
 /// Runs the tool on `trace` and returns what it printed.
 fn sched_waste(dir: &Path, trace: &str) -> String {
     let file = dir.join("events.txt");
@@ -86,14 +92,8 @@ fn idle_time_counts_as_wasted_while_the_other_cpu_has_a_thread_queued() {
         ]),
     );
     assert!(out.contains("0.010 s recorded"), "{out}");
-    assert!(
-        out.contains("cpu0: idle 0.0 %, of which another CPU had a thread queued 0.0 %"),
-        "{out}"
-    );
-    assert!(
-        out.contains("cpu1: idle 80.0 %, of which another CPU had a thread queued 20.0 %"),
-        "{out}"
-    );
+    assert!(out.contains(&cpu_line(0, 0.0, 0.0)), "{out}");
+    assert!(out.contains(&cpu_line(1, 80.0, 20.0)), "{out}");
     // 2 ms of 10, split by (who waited, who woke it, who ran ahead of it).
     assert!(
         out.contains("('otpd-snapshot', 'httpbench-clien', 'httpbench-clien')"),
@@ -122,12 +122,6 @@ fn a_thread_that_migrates_to_the_idle_cpu_stops_the_waste() {
             switch(1, 1.010, WRITER, "S", IDLE1),
         ]),
     );
-    assert!(
-        out.contains("cpu1: idle 15.0 %, of which another CPU had a thread queued 10.0 %"),
-        "{out}"
-    );
-    assert!(
-        out.contains("cpu0: idle 0.0 %, of which another CPU had a thread queued 0.0 %"),
-        "{out}"
-    );
+    assert!(out.contains(&cpu_line(1, 15.0, 10.0)), "{out}");
+    assert!(out.contains(&cpu_line(0, 0.0, 0.0)), "{out}");
 }
