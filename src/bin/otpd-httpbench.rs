@@ -737,18 +737,12 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             .build()
             .map_err(|e| format!("client: {e}"))
     };
+    // `n` clients of one connection each.
+    let single = |n: usize| (0..n).map(|_| client(1)).collect::<Result<Vec<_>, _>>();
     let clients = match args.client {
         ClientArg::Pool => vec![client(args.connections)?],
-        ClientArg::PerTask | ClientArg::Split => {
-            let per_task = if args.client == ClientArg::Split {
-                2
-            } else {
-                1
-            };
-            (0..args.connections * per_task)
-                .map(|_| client(1))
-                .collect::<Result<Vec<_>, _>>()?
-        }
+        ClientArg::PerTask => single(args.connections)?,
+        ClientArg::Split => single(2 * args.connections)?,
     };
     let urls = |addr: SocketAddr| -> Result<[reqwest::Url; 2], String> {
         let url = |path: &str| {
