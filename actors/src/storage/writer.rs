@@ -15,7 +15,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Params, Statement};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use super::checkpoint::{bound_wal, Checkpointer};
@@ -159,39 +161,130 @@ pub(super) fn tune_writer(conn: &Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The most values one statement run through [`Sql::run`] may take (the message
+/// upsert takes 21): each is a bit of the statement's NULL pattern.
+const MAX_VALUES: usize = 32;
+
 /// The writer's connection with its statements prepared once.
 ///
 /// rusqlite's `prepare_cached` looks a statement up by hashing and comparing its
 /// whole SQL text (several hundred bytes for the upserts) on every call, which was
 /// about a tenth of the writer's time. Every statement the writer runs is a string
 /// literal, so here it is found by the literal's address and length instead.
+///
+/// A value that is NULL is not bound: it is written into the statement's text as
+/// `NULL` (see [`with_nulls`]), and each pattern of NULLs a statement meets is a
+/// statement prepared once (a handful per statement: the patterns its callers
+/// produce). Binding a parameter costs SQLite a call and rusqlite a conversion, and
+/// an OTP cycle's writes carry about 24 NULLs (a new message's empty status
+/// columns, an OTP without a callback); literal NULLs mean exactly what bound ones
+/// do.
 pub(super) struct Sql<'c> {
     conn: &'c Connection,
-    prepared: RefCell<HashMap<(usize, usize), Statement<'c>>>,
+    /// By the literal's address and length, and the pattern of NULL values (bit
+    /// `i` set when value `i` is NULL); hashed with foldhash, as no key comes from
+    /// outside.
+    prepared: RefCell<HashMap<(usize, usize, u32), Statement<'c>, foldhash::fast::RandomState>>,
 }
 
 impl<'c> Sql<'c> {
     fn new(conn: &'c Connection) -> Sql<'c> {
         Sql {
             conn,
-            prepared: RefCell::new(HashMap::new()),
+            prepared: RefCell::new(HashMap::default()),
         }
     }
 
-    /// Runs the statement `sql` (prepared on first use) with `params`.
-    fn run(&self, sql: &'static str, params: impl Params) -> Result<usize, StorageError> {
+    /// Runs the statement `sql` with `values` for its placeholders `?1` … `?N`
+    /// (`values[i]` for `?{i+1}`), and returns the number of rows it changed. The
+    /// statement is prepared on the first use of its pattern of NULL values, with
+    /// those values written into it as `NULL`; the others are bound.
+    fn run(&self, sql: &'static str, values: &[&dyn ToSql]) -> Result<usize, StorageError> {
+        if values.len() > MAX_VALUES {
+            return Err(StorageError::Sqlite(format!(
+                "{} values for one statement, more than {MAX_VALUES}",
+                values.len()
+            )));
+        }
+        // Each value's SQL form, the NULLs only as bits of the pattern.
+        let mut bound: SmallVec<[ToSqlOutput<'_>; MAX_VALUES]> = SmallVec::new();
+        let mut nulls = 0u32;
+        for (i, value) in values.iter().enumerate() {
+            match value.to_sql()? {
+                ToSqlOutput::Owned(Value::Null) | ToSqlOutput::Borrowed(ValueRef::Null) => {
+                    nulls |= 1 << i;
+                }
+                out => bound.push(out),
+            }
+        }
         let mut prepared = self.prepared.borrow_mut();
-        let stmt = match prepared.entry((sql.as_ptr() as usize, sql.len())) {
+        let stmt = match prepared.entry((sql.as_ptr() as usize, sql.len(), nulls)) {
             Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(self.conn.prepare(sql)?),
+            Entry::Vacant(v) => v.insert(self.conn.prepare(&with_nulls(sql, nulls))?),
         };
-        Ok(stmt.execute(params)?)
+        // Every placeholder of this variant is bound anew, so nothing of an earlier
+        // run's values is left in it.
+        if stmt.parameter_count() != bound.len() {
+            return Err(StorageError::Sqlite(format!(
+                "statement takes {} values, given {} besides {} NULLs: {sql}",
+                stmt.parameter_count(),
+                bound.len(),
+                nulls.count_ones()
+            )));
+        }
+        for (n, out) in bound.iter().enumerate() {
+            stmt.raw_bind_parameter(n + 1, out)?;
+        }
+        Ok(stmt.raw_execute()?)
     }
 
     /// Runs one statement with no parameters (savepoint and transaction control).
     fn exec(&self, sql: &'static str) -> Result<(), StorageError> {
-        self.run(sql, []).map(|_| ())
+        let mut prepared = self.prepared.borrow_mut();
+        let stmt = match prepared.entry((sql.as_ptr() as usize, sql.len(), 0)) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(self.conn.prepare(sql)?),
+        };
+        stmt.execute([])?;
+        Ok(())
     }
+}
+
+/// `sql` with each placeholder `?k` whose value is NULL (bit `k - 1` of `nulls`)
+/// replaced by `NULL`, and the others numbered anew in order (`?1`, `?2`, …), so that
+/// the statement takes the non-NULL values in their order. A placeholder may appear
+/// more than once. The writer's statements are literals whose placeholders are all
+/// `?N` and that have no `?` inside a string.
+fn with_nulls(sql: &str, nulls: u32) -> String {
+    if nulls == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find('?') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - at - 1);
+        match rest[at + 1..at + 1 + digits].parse::<u32>() {
+            Ok(k) if (1..=MAX_VALUES as u32).contains(&k) => {
+                let bit = 1u32 << (k - 1);
+                if nulls & bit != 0 {
+                    out.push_str("NULL");
+                } else {
+                    // The placeholders before it that stay placeholders, plus one.
+                    let below = (bit - 1) & !nulls;
+                    out.push('?');
+                    out.push_str(&(below.count_ones() + 1).to_string());
+                }
+            }
+            // Not a numbered placeholder: kept as written (SQLite will refuse it).
+            _ => out.push_str(&rest[at..at + 1 + digits]),
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The writer thread's state: its connection, its queue, and the open segment.
@@ -1054,6 +1147,73 @@ mod tests {
         for mut rx in receivers {
             assert!(matches!(rx.try_recv(), Ok(Ok(()))));
         }
+    }
+
+    #[test]
+    fn null_values_are_written_into_the_statement_and_the_rest_renumbered() {
+        use super::with_nulls;
+        let sql = "UPDATE t SET a = ?2, b = ?3, c = ?10 WHERE id = ?1 AND ?3 IS NOT ?1";
+        assert_eq!(with_nulls(sql, 0), sql);
+        // ?3 (bit 2) NULL: every ?3 is NULL, and ?10 is the ninth value left.
+        assert_eq!(
+            with_nulls(sql, 0b100),
+            "UPDATE t SET a = ?2, b = NULL, c = ?9 WHERE id = ?1 AND NULL IS NOT ?1"
+        );
+        // ?1 and ?10 NULL: ?2 and ?3 move down to ?1 and ?2.
+        assert_eq!(
+            with_nulls(sql, 1 | 1 << 9),
+            "UPDATE t SET a = ?1, b = ?2, c = NULL WHERE id = NULL AND ?2 IS NOT NULL"
+        );
+        // Text after the last placeholder, and a placeholder at the very end.
+        assert_eq!(with_nulls("VALUES (?1, ?2)", 0b01), "VALUES (NULL, ?1)");
+        assert_eq!(with_nulls("x = ?2", 0b01), "x = ?1");
+    }
+
+    #[test]
+    fn a_statement_gives_the_same_rows_whichever_of_its_values_are_null() {
+        use rusqlite::params;
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c BLOB)")
+            .unwrap();
+        let sql = super::Sql::new(&conn);
+        const UPSERT: &str = "INSERT INTO t (id, a, b, c) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET a = ?2, b = ?3, c = ?4";
+        let row = |id: i64| -> (Option<String>, Option<i64>, Option<Vec<u8>>) {
+            conn.query_row("SELECT a, b, c FROM t WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+        };
+        let (none_s, none_i, none_b) = (None::<&str>, None::<i64>, None::<&[u8]>);
+        // Each pattern in turn, on one row and then on another: no value of an
+        // earlier run (of this pattern or another) stays bound.
+        for id in [1, 2] {
+            assert_eq!(sql.run(UPSERT, params![id, "x", 7, &b"z"[..]]).unwrap(), 1);
+            assert_eq!(row(id), (Some("x".into()), Some(7), Some(b"z".to_vec())));
+            assert_eq!(sql.run(UPSERT, params![id, none_s, 8, none_b]).unwrap(), 1);
+            assert_eq!(row(id), (None, Some(8), None));
+            assert_eq!(
+                sql.run(UPSERT, params![id, "y", none_i, &b"w"[..]])
+                    .unwrap(),
+                1
+            );
+            assert_eq!(row(id), (Some("y".into()), None, Some(b"w".to_vec())));
+            assert_eq!(
+                sql.run(UPSERT, params![id, none_s, none_i, none_b])
+                    .unwrap(),
+                1
+            );
+            assert_eq!(row(id), (None, None, None));
+        }
+        // A NULL key matches nothing, bound or written.
+        assert_eq!(
+            sql.run("UPDATE t SET b = ?2 WHERE id = ?1", params![none_i, 1])
+                .unwrap(),
+            0
+        );
+        // Fewer values than placeholders is refused, whatever is NULL.
+        assert!(sql.run(UPSERT, params![3, none_s, 1]).is_err());
+        assert!(sql.run(UPSERT, params![3, "a", 1]).is_err());
     }
 
     #[tokio::test]
