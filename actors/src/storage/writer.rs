@@ -240,13 +240,7 @@ impl<'c> Sql<'c> {
 
     /// Runs one statement with no parameters (savepoint and transaction control).
     fn exec(&self, sql: &'static str) -> Result<(), StorageError> {
-        let mut prepared = self.prepared.borrow_mut();
-        let stmt = match prepared.entry((sql.as_ptr() as usize, sql.len(), 0)) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(self.conn.prepare(sql)?),
-        };
-        stmt.execute([])?;
-        Ok(())
+        self.run(sql, &[]).map(|_| ())
     }
 }
 
