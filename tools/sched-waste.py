@@ -92,12 +92,12 @@ def main(args):
             where[int(fields["pid"])] = int(fields["dest_cpu"])
         elif event == "sched_switch":
             prev = int(fields["prev_pid"])
-            nxt = int(rest.split("next_pid=")[1].split()[0])
+            nxt = int(fields["next_pid"])
             comm[prev] = fields["prev_comm"]
             comm[nxt] = rest.split("next_comm=")[1].split(" next_pid")[0]
             if prev != 0:
                 where[prev] = cpu
-                if not rest.split("prev_state=")[1].startswith("R"):
+                if not fields["prev_state"].startswith("R"):
                     runnable.discard(prev)
             running[cpu] = nxt
             if nxt != 0:
