@@ -30,6 +30,18 @@
 //! that were never published, which SQLite's recovery ignores as it would ignore a
 //! torn append.
 //!
+//! # The checkpointer's VFS
+//! A second name, [`CHECKPOINT_VFS_NAME`] ([`register_checkpointer`]), opens files
+//! through the same shim with one more change, for a connection that only
+//! checkpoints: its database file is synced at the end of **every** checkpoint that
+//! copied pages into it. SQLite itself syncs the database only at a checkpoint that
+//! reaches the WAL's end; under a steady stream of commits none does, so every page
+//! copied since the last such checkpoint waits in the page cache, and the sync that
+//! finally comes (the one that lets the WAL start over) flushes them all at once.
+//! Syncing after each pass spreads that work over the passes. It adds a sync and
+//! takes nothing away: SQLite's own sync still comes where it always did, so a
+//! failed early sync (its result is only counted) changes nothing for durability.
+//!
 //! This crate and `otpd-sched` hold the workspace's only `unsafe` code; every other
 //! crate forbids it.
 
@@ -45,6 +57,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 /// The name the shim registers under, for `Connection::open_with_flags_and_vfs`.
 pub const VFS_NAME: &str = "otpd-walgather";
 const VFS_NAME_C: &CStr = c"otpd-walgather";
+/// The name of the shim that also syncs the database file after every checkpoint
+/// (see "The checkpointer's VFS" above).
+pub const CHECKPOINT_VFS_NAME: &str = "otpd-walgather-checkpoint";
+const CHECKPOINT_VFS_NAME_C: &CStr = c"otpd-walgather-checkpoint";
 
 /// What is gathered is written out before it would pass this size, even
 /// mid-transaction (a migration's or a cache spill's frames). An HTTP-sized commit
@@ -96,11 +112,23 @@ pub enum Error {
 /// # Errors
 /// See [`Error`].
 pub fn register() -> Result<&'static str, Error> {
+    registered().map(|()| VFS_NAME)
+}
+
+/// Registers the shim once per process, as [`register`] does, and returns the name
+/// of its checkpointer variant ([`CHECKPOINT_VFS_NAME`]): a connection opened with
+/// it syncs its database file after every checkpoint that copied pages.
+///
+/// # Errors
+/// See [`Error`].
+pub fn register_checkpointer() -> Result<&'static str, Error> {
+    registered().map(|()| CHECKPOINT_VFS_NAME)
+}
+
+fn registered() -> Result<(), Error> {
     static ONCE: OnceLock<Result<(), Error>> = OnceLock::new();
     // SAFETY: runs once (the `OnceLock`); see `register_once`.
-    ONCE.get_or_init(|| unsafe { register_once() })
-        .clone()
-        .map(|()| VFS_NAME)
+    ONCE.get_or_init(|| unsafe { register_once() }).clone()
 }
 
 /// Process-wide counts of what the shim did, for benchmarks and tests.
@@ -114,6 +142,11 @@ pub struct Counters {
     /// right before SQLite publishes a commit) rather than at the commit frame or
     /// a WAL file call. Expected 0.
     pub late_flushes: u64,
+    /// Database file syncs at the end of a checkpoint by a connection of the
+    /// checkpointer's VFS ([`CHECKPOINT_VFS_NAME`]).
+    pub checkpoint_syncs: u64,
+    /// Of those, the ones that failed (SQLite syncs again before the WAL restarts).
+    pub checkpoint_sync_failures: u64,
 }
 
 impl Counters {
@@ -123,6 +156,12 @@ impl Counters {
             gathered: self.gathered.saturating_sub(before.gathered),
             flushes: self.flushes.saturating_sub(before.flushes),
             late_flushes: self.late_flushes.saturating_sub(before.late_flushes),
+            checkpoint_syncs: self
+                .checkpoint_syncs
+                .saturating_sub(before.checkpoint_syncs),
+            checkpoint_sync_failures: self
+                .checkpoint_sync_failures
+                .saturating_sub(before.checkpoint_sync_failures),
         }
     }
 }
@@ -130,6 +169,8 @@ impl Counters {
 static GATHERED: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static LATE_FLUSHES: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINT_SYNCS: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINT_SYNC_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// The shim's counters since the process started.
 pub fn counters() -> Counters {
@@ -137,6 +178,8 @@ pub fn counters() -> Counters {
         gathered: GATHERED.load(Ordering::Relaxed),
         flushes: FLUSHES.load(Ordering::Relaxed),
         late_flushes: LATE_FLUSHES.load(Ordering::Relaxed),
+        checkpoint_syncs: CHECKPOINT_SYNCS.load(Ordering::Relaxed),
+        checkpoint_sync_failures: CHECKPOINT_SYNC_FAILURES.load(Ordering::Relaxed),
     }
 }
 
@@ -288,6 +331,9 @@ struct File {
     link: *const Link,
     /// A main database file's key in [`LINKS`] (its file name pointer), else 0.
     key: usize,
+    /// A main database file opened through [`CHECKPOINT_VFS_NAME`]: synced at the
+    /// end of every checkpoint that copied pages into it.
+    sync_after_checkpoint: bool,
 }
 
 /// Where the wrapped file object starts inside the shim's (8-byte aligned, as
@@ -350,38 +396,39 @@ unsafe fn register_once() -> Result<(), Error> {
         .ok()
         .and_then(|s| c_int::try_from(INNER_OFFSET + s).ok())
         .ok_or(Error::FileTooLarge(size))?;
-    let vfs = Box::new(ffi::sqlite3_vfs {
-        iVersion: 2,
-        szOsFile: size,
-        mxPathname: max_path,
-        pNext: null_mut(),
-        zName: VFS_NAME_C.as_ptr(),
-        pAppData: inner.cast(),
-        xOpen: Some(vfs_open),
-        xDelete: Some(vfs_delete),
-        xAccess: Some(vfs_access),
-        xFullPathname: Some(vfs_full_pathname),
-        xDlOpen: Some(vfs_dl_open),
-        xDlError: Some(vfs_dl_error),
-        xDlSym: Some(vfs_dl_sym),
-        xDlClose: Some(vfs_dl_close),
-        xRandomness: Some(vfs_randomness),
-        xSleep: Some(vfs_sleep),
-        xCurrentTime: Some(vfs_current_time),
-        xGetLastError: Some(vfs_get_last_error),
-        xCurrentTimeInt64: Some(vfs_current_time_int64),
-        xSetSystemCall: None,
-        xGetSystemCall: None,
-        xNextSystemCall: None,
-    });
-    // SAFETY: the VFS object is leaked, so it lives as long as the registration
-    // (for the rest of the process); its name is a static C string.
-    let rc = unsafe { ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0) };
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(Error::Register(rc))
+    for name in [VFS_NAME_C, CHECKPOINT_VFS_NAME_C] {
+        let vfs = Box::new(ffi::sqlite3_vfs {
+            iVersion: 2,
+            szOsFile: size,
+            mxPathname: max_path,
+            pNext: null_mut(),
+            zName: name.as_ptr(),
+            pAppData: inner.cast(),
+            xOpen: Some(vfs_open),
+            xDelete: Some(vfs_delete),
+            xAccess: Some(vfs_access),
+            xFullPathname: Some(vfs_full_pathname),
+            xDlOpen: Some(vfs_dl_open),
+            xDlError: Some(vfs_dl_error),
+            xDlSym: Some(vfs_dl_sym),
+            xDlClose: Some(vfs_dl_close),
+            xRandomness: Some(vfs_randomness),
+            xSleep: Some(vfs_sleep),
+            xCurrentTime: Some(vfs_current_time),
+            xGetLastError: Some(vfs_get_last_error),
+            xCurrentTimeInt64: Some(vfs_current_time_int64),
+            xSetSystemCall: None,
+            xGetSystemCall: None,
+            xNextSystemCall: None,
+        });
+        // SAFETY: the VFS object is leaked, so it lives as long as the registration
+        // (for the rest of the process); its name is a static C string.
+        let rc = unsafe { ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0) };
+        if rc != ffi::SQLITE_OK {
+            return Err(Error::Register(rc));
+        }
     }
+    Ok(())
 }
 
 /// The wrapped VFS.
@@ -452,6 +499,7 @@ unsafe extern "C" fn vfs_open(
                 wal: null_mut(),
                 link: null(),
                 key: 0,
+                sync_after_checkpoint: false,
             },
         );
         let Some(open) = (*inner_vfs).xOpen else {
@@ -473,6 +521,7 @@ unsafe extern "C" fn vfs_open(
             links().push((name as usize, link.clone()));
             (*this).link = Arc::into_raw(link);
             (*this).key = name as usize;
+            (*this).sync_after_checkpoint = (*vfs).zName == CHECKPOINT_VFS_NAME_C.as_ptr();
         } else if flags & ffi::SQLITE_OPEN_WAL != 0 {
             let wal = Box::into_raw(Box::new(WalFile {
                 state: Wal::default(),
@@ -662,7 +711,6 @@ forward_io!(io_file_size, xFileSize, (size: *mut ffi::sqlite3_int64), ffi::SQLIT
 forward_io!(io_lock, xLock, (level: c_int), ffi::SQLITE_IOERR_LOCK);
 forward_io!(io_unlock, xUnlock, (level: c_int), ffi::SQLITE_IOERR_UNLOCK);
 forward_io!(io_check_reserved_lock, xCheckReservedLock, (out: *mut c_int), ffi::SQLITE_IOERR_CHECKRESERVEDLOCK);
-forward_io!(io_file_control, xFileControl, (op: c_int, arg: *mut c_void), ffi::SQLITE_NOTFOUND);
 forward_io!(io_shm_map, xShmMap, (page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void), ffi::SQLITE_IOERR_SHMMAP);
 forward_io!(io_shm_unmap, xShmUnmap, (delete: c_int), ffi::SQLITE_OK);
 forward_io!(io_fetch, xFetch, (off: ffi::sqlite3_int64, amount: c_int, out: *mut *mut c_void), {
@@ -690,6 +738,39 @@ unsafe extern "C" fn io_write(
             return write_below(inner, off, data);
         }
         (*wal).with_sink(|wal, sink| wal.write(off, data, sink))
+    }
+}
+
+unsafe extern "C" fn io_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: SQLite calls file methods only on files the shim opened, and the
+    // arguments it gave are passed on unchanged to the wrapped file.
+    unsafe {
+        let this = file.cast::<File>();
+        let rc = flush(this);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        let inner = (*this).inner;
+        if op == ffi::SQLITE_FCNTL_CKPT_DONE && (*this).sync_after_checkpoint {
+            // The pages this checkpoint copied, synced now rather than all together
+            // at the checkpoint that reaches the WAL's end (module docs).
+            let synced = match method!(inner, xSync) {
+                Some(sync) => sync(inner, ffi::SQLITE_SYNC_NORMAL),
+                None => ffi::SQLITE_IOERR_FSYNC,
+            };
+            CHECKPOINT_SYNCS.fetch_add(1, Ordering::Relaxed);
+            if synced != ffi::SQLITE_OK {
+                CHECKPOINT_SYNC_FAILURES.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match method!(inner, xFileControl) {
+            Some(f) => f(inner, op, arg),
+            None => ffi::SQLITE_NOTFOUND,
+        }
     }
 }
 

@@ -32,12 +32,16 @@
 //! Checkpoints are off the writer's path: the writer runs with
 //! `wal_autocheckpoint = 0`, and a checkpointer thread with its own connection runs
 //! `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] (every
-//! [`CHECKPOINT_BUSY_EVERY`] while the WAL is long and growing, every
+//! [`CHECKPOINT_BUSY_EVERY`] while the WAL grows fast, every
 //! [`CHECKPOINT_CLOSE_EVERY`] in its last quarter before a restart). A passive checkpoint never
 //! blocks the writer, but under sustained load the WAL cannot restart while frames
 //! keep arriving, so when it passes [`WAL_RESTART_FRAMES`] the writer itself runs a
-//! passive checkpoint between two batches (most frames are already copied by then,
-//! so it is short) and the WAL starts over at its next commit.
+//! passive checkpoint between two batches and the WAL starts over at its next
+//! commit. That checkpoint is short because most frames are already copied by then
+//! and, through `otpd-walvfs`'s checkpointer VFS, already synced into the database
+//! file: SQLite syncs the database only at a checkpoint that reaches the WAL's end,
+//! which under load is the writer's, and it would otherwise flush there every page
+//! the checkpointer copied since the last restart.
 //!
 //! With `durability = "async"` the callers are answered before the commit; a
 //! semaphore of [`ASYNC_IN_FLIGHT`] permits (held from the write until its commit)
@@ -273,16 +277,18 @@ pub struct SnapshotStats {
 /// How often the checkpointer thread runs `wal_checkpoint(PASSIVE)`.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// How soon the checkpointer passes again after one that found the WAL at least
-/// [`CHECKPOINT_BUSY_FRAMES`] long and longer than at the pass before (an idle WAL,
-/// however long, keeps the slow pace): under sustained load it then keeps close behind
-/// the writer, so that when the writer restarts the WAL itself
-/// ([`WAL_RESTART_FRAMES`]) only a few frames are left for it to copy.
-pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(20);
+/// How soon the checkpointer passes again while the WAL grows by at least
+/// [`CHECKPOINT_BUSY_RATE`] (an idle or slowly growing WAL, however long, keeps the
+/// slow pace): under sustained load it then keeps behind the writer, so that no pass
+/// has much to copy, and when the writer restarts the WAL itself
+/// ([`WAL_RESTART_FRAMES`]) only a few frames are left for it to copy. 50 ms rather
+/// than 20 gave the same restarts for a sixth less of the checkpointer's CPU
+/// (docs/benchmarks-passes.md, "Seventeenth pass").
+pub const CHECKPOINT_BUSY_EVERY: Duration = Duration::from_millis(50);
 
 /// How soon the checkpointer passes again while a growing WAL is at least
 /// [`CHECKPOINT_CLOSE_FRAMES`] long, i.e. close to the writer's restart: the restart
-/// then finds few frames to copy and few un-synced WAL bytes for its fsync. 2 ms
+/// then finds few frames to copy and few un-synced bytes for its syncs. 2 ms
 /// rather than 20 halves the writer's restart time and cuts the cycle p99 by a fifth
 /// (docs/benchmarks-passes.md, "Third pass"); kept to the WAL's last quarter, the extra passes
 /// (each with its fsyncs) do not slow delivery-heavy loads.
@@ -292,9 +298,12 @@ pub const CHECKPOINT_CLOSE_EVERY: Duration = Duration::from_millis(2);
 /// [`CHECKPOINT_CLOSE_EVERY`]: the last quarter before [`WAL_RESTART_FRAMES`].
 pub const CHECKPOINT_CLOSE_FRAMES: u64 = WAL_RESTART_FRAMES / 4 * 3;
 
-/// The WAL length (frames) from which the checkpointer passes every
-/// [`CHECKPOINT_BUSY_EVERY`] instead of every [`CHECKPOINT_EVERY`].
-pub const CHECKPOINT_BUSY_FRAMES: u64 = WAL_RESTART_FRAMES / 8;
+/// The WAL growth (frames per second, judged over windows of at least
+/// [`CHECKPOINT_BUSY_EVERY`]) from which the checkpointer passes every [`CHECKPOINT_BUSY_EVERY`] instead of every
+/// [`CHECKPOINT_EVERY`]: at this rate the WAL would reach [`WAL_RESTART_FRAMES`] in
+/// 8 s. Slower, each slow pass has only a few hundred frames to copy and the WAL
+/// starts over by itself whenever a pass finds nothing new.
+pub const CHECKPOINT_BUSY_RATE: u64 = WAL_RESTART_FRAMES / 8;
 
 /// WAL length (frames, i.e. pages) after which the writer restarts the WAL itself
 /// between two batches: 16,384 frames ≈ 64 MiB with 4 KiB pages.

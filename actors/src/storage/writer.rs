@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
-use super::checkpoint::{bound_wal, Checkpointer};
+use super::checkpoint::{Checkpointer, WalBound};
 use super::readers::{ReadFn, Readers};
 use super::{Change, SnapshotStats, StorageError, UuidText, ASYNC_MAX_BATCH};
 use crate::clock::{thread_cpu_time, to_millis, Clock, Stopwatch};
@@ -135,7 +135,7 @@ pub(super) fn spawn(
                 durability,
                 flush_interval,
                 max_batch,
-                wal_frames,
+                wal: WalBound::new(wal_frames),
                 checkpointer: Some(checkpointer),
                 readers,
                 reads: Vec::new(),
@@ -289,8 +289,8 @@ struct Writer<'c> {
     durability: Durability,
     flush_interval: Duration,
     max_batch: usize,
-    /// WAL length at the checkpointer's last pass.
-    wal_frames: Arc<AtomicU64>,
+    /// The WAL's length at the checkpointer's last pass, and the writer's restarts.
+    wal: WalBound,
     checkpointer: Option<Checkpointer>,
     /// The read connections the batch's reads go to after its commit.
     readers: Readers,
@@ -374,7 +374,7 @@ impl Writer<'_> {
                     .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
                 return;
             }
-            bound_wal(self.sql.conn, &self.wal_frames, &self.stats);
+            self.wal.between_batches(self.sql.conn, &self.stats);
         }
     }
 
@@ -982,6 +982,18 @@ mod tests {
         let after = otpd_walvfs::counters();
         assert!(after.gathered > before.gathered, "{before:?} -> {after:?}");
         assert_eq!(after.late_flushes, 0);
+
+        // The checkpointer's connection is on the shim's checkpointer VFS: its next
+        // pass copies these commits and syncs the database file right after.
+        let waited = crate::clock::Stopwatch::start();
+        while otpd_walvfs::counters().checkpoint_syncs == before.checkpoint_syncs {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(5),
+                "no checkpoint pass synced the database file"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(otpd_walvfs::counters().checkpoint_sync_failures, 0);
     }
 
     #[tokio::test]
