@@ -263,6 +263,8 @@ mod tests {
 
     #[test]
     fn the_pace_is_judged_over_windows_not_single_passes() {
+        // The growths below stay above the busy rate even if a sleep of one window
+        // (50 ms) overshoots by seconds on a loaded machine.
         let mut pace = Pace::default();
         assert_eq!(
             pace.next_pass(5_000, Stopwatch::start()),
@@ -270,26 +272,26 @@ mod tests {
             "nothing to compare yet"
         );
         std::thread::sleep(CHECKPOINT_BUSY_EVERY);
-        // 1,000 frames in ~20 ms: far above the busy rate.
+        // 7,000 frames in one window: far above the busy rate.
         assert_eq!(
-            pace.next_pass(6_000, Stopwatch::start()),
+            pace.next_pass(12_000, Stopwatch::start()),
             CHECKPOINT_BUSY_EVERY
         );
         // A pass right after, with nothing new: the window is too short to judge,
         // so the pace holds.
         assert_eq!(
-            pace.next_pass(6_000, Stopwatch::start()),
+            pace.next_pass(12_000, Stopwatch::start()),
             CHECKPOINT_BUSY_EVERY
         );
         std::thread::sleep(CHECKPOINT_BUSY_EVERY);
-        // The WAL started over and is 300 frames long again: still busy.
+        // The WAL started over and is 4,000 frames long again: still busy.
         assert_eq!(
-            pace.next_pass(300, Stopwatch::start()),
+            pace.next_pass(4_000, Stopwatch::start()),
             CHECKPOINT_BUSY_EVERY
         );
         std::thread::sleep(CHECKPOINT_BUSY_EVERY);
         assert_eq!(
-            pace.next_pass(300, Stopwatch::start()),
+            pace.next_pass(4_000, Stopwatch::start()),
             CHECKPOINT_EVERY,
             "a whole window without growth"
         );
