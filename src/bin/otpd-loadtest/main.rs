@@ -28,7 +28,8 @@
 //! are counted apart (`storage.reads`). `storage.wal_frame_writes_gathered` and
 //! `storage.wal_writes` are the WAL shim's (`otpd-walvfs`): SQLite's frame writes
 //! and the writes that carried them to the file; `storage.wal_late_writes` counts
-//! its last guard and is 0.
+//! its last guard and is 0; `storage.checkpoint_syncs` counts the checkpointer's
+//! passes that synced the database file (the shim's checkpointer VFS).
 //!
 //! **A console alongside** (`--stats-readers N`, cycle mode). N tasks read the OTP
 //! overview (`Runtime::otp_stats`, window `day`, as the console's OTP page does)
@@ -604,8 +605,8 @@ async fn run(args: Args, db: PathBuf) -> Result<Outcome, String> {
     );
     let _ = writeln!(
         text,
-        "WAL:              {} checkpoints by the checkpointer; the writer's own: {} attempts, {} restarts, {} ms in all, longest {} ms; {} frame writes in {} writes",
-        s["checkpoints"], s["wal_restart_attempts"], s["wal_restarts"], s["wal_restart_ms"], s["wal_restart_max_ms"],
+        "WAL:              {} checkpoints by the checkpointer ({} of them synced the database); the writer's own: {} attempts, {} restarts, {} ms in all, longest {} ms; {} frame writes in {} writes",
+        s["checkpoints"], s["checkpoint_syncs"], s["wal_restart_attempts"], s["wal_restarts"], s["wal_restart_ms"], s["wal_restart_max_ms"],
         s["wal_frame_writes_gathered"], s["wal_writes"]
     );
     let _ = writeln!(

@@ -305,6 +305,7 @@ impl StorageCounters {
             "wal_frame_writes_gathered": self.wal.gathered,
             "wal_writes": self.wal.flushes,
             "wal_late_writes": self.wal.late_flushes,
+            "checkpoint_syncs": self.wal.checkpoint_syncs,
         })
     }
 }
