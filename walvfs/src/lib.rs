@@ -39,8 +39,11 @@
 //! copied since the last such checkpoint waits in the page cache, and the sync that
 //! finally comes (the one that lets the WAL start over) flushes them all at once.
 //! Syncing after each pass spreads that work over the passes. It adds a sync and
-//! takes nothing away: SQLite's own sync still comes where it always did, so a
-//! failed early sync (its result is only counted) changes nothing for durability.
+//! takes nothing away: SQLite's own sync still comes where it always did. An early
+//! sync that fails is counted, and SQLite's next sync of that file answers its
+//! failure (Linux reports a failed writeback once per open file, and without the
+//! early sync SQLite's own would have been the one to see it), so SQLite fails
+//! that checkpoint as it would have.
 //!
 //! This crate and `otpd-sched` hold the workspace's only `unsafe` code; every other
 //! crate forbids it.
@@ -334,6 +337,9 @@ struct File {
     /// A main database file opened through [`CHECKPOINT_VFS_NAME`]: synced at the
     /// end of every checkpoint that copied pages into it.
     sync_after_checkpoint: bool,
+    /// The result code of such a sync that failed, answered by SQLite's next sync
+    /// of this file instead of syncing (see [`io_sync`]); `SQLITE_OK` otherwise.
+    failed_checkpoint_sync: c_int,
 }
 
 /// Where the wrapped file object starts inside the shim's (8-byte aligned, as
@@ -500,6 +506,7 @@ unsafe extern "C" fn vfs_open(
                 link: null(),
                 key: 0,
                 sync_after_checkpoint: false,
+                failed_checkpoint_sync: ffi::SQLITE_OK,
             },
         );
         let Some(open) = (*inner_vfs).xOpen else {
@@ -706,7 +713,6 @@ macro_rules! forward_io {
 
 forward_io!(io_read, xRead, (buf: *mut c_void, amount: c_int, off: ffi::sqlite3_int64), ffi::SQLITE_IOERR_READ);
 forward_io!(io_truncate, xTruncate, (size: ffi::sqlite3_int64), ffi::SQLITE_IOERR_TRUNCATE);
-forward_io!(io_sync, xSync, (flags: c_int), ffi::SQLITE_IOERR_FSYNC);
 forward_io!(io_file_size, xFileSize, (size: *mut ffi::sqlite3_int64), ffi::SQLITE_IOERR_FSTAT);
 forward_io!(io_lock, xLock, (level: c_int), ffi::SQLITE_IOERR_LOCK);
 forward_io!(io_unlock, xUnlock, (level: c_int), ffi::SQLITE_IOERR_UNLOCK);
@@ -741,6 +747,34 @@ unsafe extern "C" fn io_write(
     }
 }
 
+/// A sync of a file: forwarded, except that after an early checkpoint sync failed
+/// on this file, the next one answers that failure instead.
+///
+/// Linux reports a failed writeback once per open file, to the first sync that
+/// follows it. Without the early sync that first sync would have been SQLite's
+/// own, which then fails the checkpoint instead of letting the WAL start over; so
+/// the failure the early sync took is handed on to it.
+unsafe extern "C" fn io_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    // SAFETY: SQLite calls file methods only on files the shim opened, and the
+    // arguments it gave are passed on unchanged to the wrapped file.
+    unsafe {
+        let this = file.cast::<File>();
+        let rc = flush(this);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        let failed = std::mem::replace(&mut (*this).failed_checkpoint_sync, ffi::SQLITE_OK);
+        if failed != ffi::SQLITE_OK {
+            return failed;
+        }
+        let inner = (*this).inner;
+        match method!(inner, xSync) {
+            Some(sync) => sync(inner, flags),
+            None => ffi::SQLITE_IOERR_FSYNC,
+        }
+    }
+}
+
 unsafe extern "C" fn io_file_control(
     file: *mut ffi::sqlite3_file,
     op: c_int,
@@ -765,6 +799,7 @@ unsafe extern "C" fn io_file_control(
             CHECKPOINT_SYNCS.fetch_add(1, Ordering::Relaxed);
             if synced != ffi::SQLITE_OK {
                 CHECKPOINT_SYNC_FAILURES.fetch_add(1, Ordering::Relaxed);
+                (*this).failed_checkpoint_sync = synced;
             }
         }
         match method!(inner, xFileControl) {
@@ -1034,5 +1069,108 @@ mod tests {
         let mut full = |_: i64, _: &[u8]| ffi::SQLITE_FULL;
         assert_eq!(wal.write(56, &[1; PAGE], &mut full), ffi::SQLITE_FULL);
         assert!(wal.buf.is_empty());
+    }
+
+    // ----- the checkpointer's sync, against a wrapped file that fails on demand --
+
+    static FAKE_SYNCS: AtomicU64 = AtomicU64::new(0);
+    /// The wrapped file's sync fails while this is set.
+    static FAKE_SYNC_FAILS: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    unsafe extern "C" fn fake_sync(_: *mut ffi::sqlite3_file, _: c_int) -> c_int {
+        FAKE_SYNCS.fetch_add(1, Ordering::Relaxed);
+        if FAKE_SYNC_FAILS.load(Ordering::Relaxed) {
+            ffi::SQLITE_IOERR_FSYNC
+        } else {
+            ffi::SQLITE_OK
+        }
+    }
+
+    unsafe extern "C" fn fake_file_control(
+        _: *mut ffi::sqlite3_file,
+        _: c_int,
+        _: *mut c_void,
+    ) -> c_int {
+        ffi::SQLITE_NOTFOUND
+    }
+
+    static FAKE_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+        iVersion: 1,
+        xClose: None,
+        xRead: None,
+        xWrite: None,
+        xTruncate: None,
+        xSync: Some(fake_sync),
+        xFileSize: None,
+        xLock: None,
+        xUnlock: None,
+        xCheckReservedLock: None,
+        xFileControl: Some(fake_file_control),
+        xSectorSize: None,
+        xDeviceCharacteristics: None,
+        xShmMap: None,
+        xShmLock: None,
+        xShmBarrier: None,
+        xShmUnmap: None,
+        xFetch: None,
+        xUnfetch: None,
+    };
+
+    #[test]
+    fn a_failed_checkpoint_sync_is_the_answer_of_sqlites_next_sync() {
+        let mut inner = ffi::sqlite3_file {
+            pMethods: &FAKE_METHODS,
+        };
+        let mut file = File {
+            base: ffi::sqlite3_file {
+                pMethods: &IO_METHODS,
+            },
+            inner: &mut inner,
+            wal: null_mut(),
+            link: null(),
+            key: 0,
+            sync_after_checkpoint: true,
+            failed_checkpoint_sync: ffi::SQLITE_OK,
+        };
+        let this = (&mut file as *mut File).cast::<ffi::sqlite3_file>();
+        let done = ffi::SQLITE_FCNTL_CKPT_DONE;
+        // SAFETY: `this` is a shim file whose wrapped file has the methods called.
+        unsafe {
+            // A pass's end syncs the wrapped file once.
+            assert_eq!(
+                io_file_control(this, done, null_mut()),
+                ffi::SQLITE_NOTFOUND
+            );
+            assert_eq!(FAKE_SYNCS.load(Ordering::Relaxed), 1);
+            assert_eq!(io_sync(this, ffi::SQLITE_SYNC_NORMAL), ffi::SQLITE_OK);
+            assert_eq!(FAKE_SYNCS.load(Ordering::Relaxed), 2);
+
+            // The early sync fails: SQLite's next sync answers that failure (it
+            // would have been the one to see it), once; the one after syncs again.
+            FAKE_SYNC_FAILS.store(true, Ordering::Relaxed);
+            io_file_control(this, done, null_mut());
+            FAKE_SYNC_FAILS.store(false, Ordering::Relaxed);
+            assert_eq!(
+                io_sync(this, ffi::SQLITE_SYNC_NORMAL),
+                ffi::SQLITE_IOERR_FSYNC
+            );
+            assert_eq!(
+                FAKE_SYNCS.load(Ordering::Relaxed),
+                3,
+                "answered, not synced"
+            );
+            assert_eq!(io_sync(this, ffi::SQLITE_SYNC_NORMAL), ffi::SQLITE_OK);
+            assert_eq!(FAKE_SYNCS.load(Ordering::Relaxed), 4);
+
+            // Other file controls, and files of the writer's name, sync nothing.
+            io_file_control(this, ffi::SQLITE_FCNTL_CKPT_START, null_mut());
+            file.sync_after_checkpoint = false;
+            let this = (&mut file as *mut File).cast::<ffi::sqlite3_file>();
+            io_file_control(this, done, null_mut());
+            assert_eq!(FAKE_SYNCS.load(Ordering::Relaxed), 4);
+        }
+        assert_eq!(counters().checkpoint_syncs, 2);
+        assert_eq!(counters().checkpoint_sync_failures, 1);
     }
 }
