@@ -687,6 +687,20 @@ unsafe extern "C" fn io_close(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
+/// The shim's file behind `file`, after writing out what it has gathered if it is a
+/// WAL file; a failed write is the error, which the calling method returns.
+///
+/// # Safety
+/// `file` is an open file of the shim.
+unsafe fn flushed(file: *mut ffi::sqlite3_file) -> Result<*mut File, c_int> {
+    let this = file.cast::<File>();
+    // SAFETY: the caller's promise.
+    match unsafe { flush(this) } {
+        ffi::SQLITE_OK => Ok(this),
+        rc => Err(rc),
+    }
+}
+
 /// Forwards a file method to the wrapped file, first writing out what a WAL file
 /// has gathered (a failed write is the call's result), or answers `$missing` when
 /// the wrapped file has no such method.
@@ -696,11 +710,10 @@ macro_rules! forward_io {
             // SAFETY: SQLite calls file methods only on files the shim opened, and
             // the arguments it gave are passed on unchanged to the wrapped file.
             unsafe {
-                let this = file.cast::<File>();
-                let rc = flush(this);
-                if rc != ffi::SQLITE_OK {
-                    return rc;
-                }
+                let this = match flushed(file) {
+                    Ok(this) => this,
+                    Err(rc) => return rc,
+                };
                 let inner = (*this).inner;
                 match method!(inner, $field) {
                     Some(f) => f(inner, $($arg),*),
@@ -758,11 +771,10 @@ unsafe extern "C" fn io_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_in
     // SAFETY: SQLite calls file methods only on files the shim opened, and the
     // arguments it gave are passed on unchanged to the wrapped file.
     unsafe {
-        let this = file.cast::<File>();
-        let rc = flush(this);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
+        let this = match flushed(file) {
+            Ok(this) => this,
+            Err(rc) => return rc,
+        };
         let failed = std::mem::replace(&mut (*this).failed_checkpoint_sync, ffi::SQLITE_OK);
         if failed != ffi::SQLITE_OK {
             return failed;
@@ -783,11 +795,10 @@ unsafe extern "C" fn io_file_control(
     // SAFETY: SQLite calls file methods only on files the shim opened, and the
     // arguments it gave are passed on unchanged to the wrapped file.
     unsafe {
-        let this = file.cast::<File>();
-        let rc = flush(this);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
+        let this = match flushed(file) {
+            Ok(this) => this,
+            Err(rc) => return rc,
+        };
         let inner = (*this).inner;
         if op == ffi::SQLITE_FCNTL_CKPT_DONE && (*this).sync_after_checkpoint {
             // The pages this checkpoint copied, synced now rather than all together
