@@ -13,12 +13,12 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::clock::Stopwatch;
 
 use super::{
-    SnapshotStats, StorageError, CHECKPOINT_BUSY_EVERY, CHECKPOINT_BUSY_RATE,
+    open_through_shim, SnapshotStats, StorageError, CHECKPOINT_BUSY_EVERY, CHECKPOINT_BUSY_RATE,
     CHECKPOINT_CLOSE_EVERY, CHECKPOINT_CLOSE_FRAMES, CHECKPOINT_EVERY, WAL_RESTART_FRAMES,
 };
 
@@ -39,15 +39,13 @@ impl Checkpointer {
         stats: Arc<SnapshotStats>,
         wal_frames: Arc<AtomicU64>,
     ) -> Result<Checkpointer, StorageError> {
-        let conn = match otpd_walvfs::register_checkpointer() {
-            // Syncs the database file after every pass that copied pages, so that
-            // the writer's restart has only its own few pages to sync.
-            Ok(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)?,
-            Err(e) => {
-                tracing::warn!(error = %e, "the checkpointer's VFS is unavailable; using SQLite's default");
-                Connection::open(path)?
-            }
-        };
+        // Syncs the database file after every pass that copied pages, so that the
+        // writer's restart has only its own few pages to sync.
+        let conn = open_through_shim(
+            path,
+            otpd_walvfs::register_checkpointer(),
+            "the checkpointer's VFS",
+        )?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let (stop, stopped) = mpsc::channel::<()>();
         let path: PathBuf = path.to_path_buf();

@@ -570,6 +570,28 @@ impl Snapshot {
 /// more than they save (BENCHMARKS.md, "What each change moved": 1 KiB was slower still).
 pub const NEW_FILE_PAGE_SIZE: i64 = 2048;
 
+/// Opens `path` through the `otpd-walvfs` VFS named by `vfs` (`register`'s or
+/// `register_checkpointer`'s result), or through SQLite's default VFS when the
+/// shim could not be registered, which is only slower; `what` names the VFS in
+/// the warning.
+pub(super) fn open_through_shim(
+    path: &Path,
+    vfs: Result<&'static str, otpd_walvfs::Error>,
+    what: &str,
+) -> Result<Connection, StorageError> {
+    match vfs {
+        Ok(vfs) => Ok(Connection::open_with_flags_and_vfs(
+            path,
+            OpenFlags::default(),
+            vfs,
+        )?),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} is unavailable; using SQLite's default");
+            Ok(Connection::open(path)?)
+        }
+    }
+}
+
 /// Opens a connection with otpd's pragmas and schema: a new database gets every
 /// migration, an older one the migrations it lacks, and one whose schema is newer
 /// than this build is refused ([`StorageError::SchemaTooNew`]).
@@ -584,14 +606,8 @@ pub fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connecti
     }
     crate::private_files::prepare_db_file(path)
         .map_err(|e| StorageError::Io(format!("{}: {e}", path.display())))?;
-    let conn = match otpd_walvfs::register() {
-        // The writer's WAL frames reach the file in one write per commit.
-        Ok(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)?,
-        Err(e) => {
-            tracing::warn!(error = %e, "the WAL-gathering VFS is unavailable; using SQLite's default");
-            Connection::open(path)?
-        }
-    };
+    // The writer's WAL frames reach the file in one write per commit.
+    let conn = open_through_shim(path, otpd_walvfs::register(), "the WAL-gathering VFS")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // Before any pragma that could rewrite the file: a newer otpd's file stays as it is.
     schema::refuse_unknown(schema::user_version(&conn)?)?;
