@@ -60,11 +60,7 @@ impl Checkpointer {
                         _ => return,
                     }
                     let started = Stopwatch::start();
-                    // (busy, frames in the WAL, frames copied into the database)
-                    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                    });
-                    match result {
+                    match passive_checkpoint(&conn) {
                         // The writer holds the checkpoint lock: it is copying the
                         // last frames itself and the WAL is about to start over.
                         Ok((_, log, _)) if log < 0 => pause = CHECKPOINT_CLOSE_EVERY,
@@ -166,6 +162,15 @@ fn next_pass(frames: u64, busy: bool) -> Duration {
     }
 }
 
+/// Runs `wal_checkpoint(PASSIVE)` on `conn`: (busy, frames in the WAL, frames
+/// copied into the database), the lengths −1 when another connection holds the
+/// checkpoint lock.
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+}
+
 /// The writer's side of bounding the WAL.
 ///
 /// Under sustained load a passive checkpoint never finds the WAL fully copied
@@ -201,13 +206,7 @@ impl WalBound {
             return;
         }
         let started = Stopwatch::start();
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        });
+        let result = passive_checkpoint(conn);
         let micros = started.elapsed().as_micros() as u64;
         stats.wal_restart_attempts.fetch_add(1, Ordering::Relaxed);
         stats
@@ -295,12 +294,8 @@ mod tests {
         );
     }
 
-    /// (busy, frames in the WAL, frames copied) of a passive checkpoint on `conn`.
     fn passive(conn: &Connection) -> (i64, i64, i64) {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap()
+        passive_checkpoint(conn).unwrap()
     }
 
     #[test]
