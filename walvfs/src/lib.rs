@@ -148,7 +148,8 @@ pub struct Counters {
     /// Database file syncs at the end of a checkpoint by a connection of the
     /// checkpointer's VFS ([`CHECKPOINT_VFS_NAME`]).
     pub checkpoint_syncs: u64,
-    /// Of those, the ones that failed (SQLite syncs again before the WAL restarts).
+    /// Of those, the ones that failed (SQLite's next sync of that file answers the
+    /// failure).
     pub checkpoint_sync_failures: u64,
 }
 
@@ -607,6 +608,20 @@ unsafe fn write_below(inner: *mut ffi::sqlite3_file, off: i64, data: &[u8]) -> c
     ffi::SQLITE_OK
 }
 
+/// Syncs the wrapped file with SQLite's `flags`.
+///
+/// # Safety
+/// `inner` is an open file of the wrapped VFS.
+unsafe fn sync_below(inner: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    // SAFETY: the caller's promise.
+    unsafe {
+        match method!(inner, xSync) {
+            Some(sync) => sync(inner, flags),
+            None => ffi::SQLITE_IOERR_FSYNC,
+        }
+    }
+}
+
 /// Writes out what a WAL file has gathered (nothing for other files).
 ///
 /// # Safety
@@ -779,11 +794,7 @@ unsafe extern "C" fn io_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_in
         if failed != ffi::SQLITE_OK {
             return failed;
         }
-        let inner = (*this).inner;
-        match method!(inner, xSync) {
-            Some(sync) => sync(inner, flags),
-            None => ffi::SQLITE_IOERR_FSYNC,
-        }
+        sync_below((*this).inner, flags)
     }
 }
 
@@ -803,10 +814,7 @@ unsafe extern "C" fn io_file_control(
         if op == ffi::SQLITE_FCNTL_CKPT_DONE && (*this).sync_after_checkpoint {
             // The pages this checkpoint copied, synced now rather than all together
             // at the checkpoint that reaches the WAL's end (module docs).
-            let synced = match method!(inner, xSync) {
-                Some(sync) => sync(inner, ffi::SQLITE_SYNC_NORMAL),
-                None => ffi::SQLITE_IOERR_FSYNC,
-            };
+            let synced = sync_below(inner, ffi::SQLITE_SYNC_NORMAL);
             CHECKPOINT_SYNCS.fetch_add(1, Ordering::Relaxed);
             if synced != ffi::SQLITE_OK {
                 CHECKPOINT_SYNC_FAILURES.fetch_add(1, Ordering::Relaxed);
