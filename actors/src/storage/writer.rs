@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
+use rusqlite::{Connection, OptionalExtension, Statement, ToSql};
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
@@ -162,8 +162,66 @@ pub(super) fn tune_writer(conn: &Connection) -> Result<(), StorageError> {
 }
 
 /// The most values one statement run through [`Sql::run`] may take (the message
-/// upsert takes 21): each is a bit of the statement's NULL pattern.
+/// upsert takes 21): each is a bit of the statement's patterns of NULLs and names.
 const MAX_VALUES: usize = 32;
+
+/// One value of a statement run through [`Sql::run`]; the [`args!`] macro makes
+/// them from values as rusqlite's `params!` takes them.
+enum Arg<'a> {
+    /// Bound, unless it is NULL (then written into the statement as `NULL`).
+    Value(&'a dyn ToSql),
+    /// An enum's name (`Name`), written into the statement as a string literal.
+    Name(&'static str),
+}
+
+/// An enum's name (`status`, `channel` …) as a statement's value: written into the
+/// statement's text as a string literal instead of bound, as NULLs are (see
+/// [`Sql`]). Only for the handful of names an enum has, each a literal of the
+/// code: every distinct name makes its own prepared statement. Never for text that
+/// comes from outside.
+struct Name(&'static str);
+
+/// What [`args!`] turns each value into.
+trait IntoArg<'a> {
+    fn into_arg(self) -> Arg<'a>;
+}
+
+impl<'a, T: ToSql> IntoArg<'a> for &'a T {
+    fn into_arg(self) -> Arg<'a> {
+        Arg::Value(self)
+    }
+}
+
+impl<'a> IntoArg<'a> for &'a Name {
+    fn into_arg(self) -> Arg<'a> {
+        Arg::Name(self.0)
+    }
+}
+
+/// A [`Name`] or NULL (an optional enum's name).
+struct MaybeName(Option<&'static str>);
+
+impl<'a> IntoArg<'a> for &'a MaybeName {
+    fn into_arg(self) -> Arg<'a> {
+        match self.0 {
+            Some(name) => Arg::Name(name),
+            None => Arg::Value(&rusqlite::types::Null),
+        }
+    }
+}
+
+/// A statement's values for [`Sql::run`], written as rusqlite's `params!` takes
+/// them; a value that is a [`Name`] (or a [`MaybeName`]) is an enum's name.
+macro_rules! args {
+    ($($value:expr),* $(,)?) => {
+        &[$(IntoArg::into_arg(&$value)),*] as &[Arg<'_>]
+    };
+}
+
+/// Which prepared statement a run uses: the statement literal's address and
+/// length, which of its values are NULL (bit `i` for value `i`), which are names,
+/// and those names in order.
+type Variant = (usize, usize, u32, u32, SmallVec<[&'static str; 4]>);
 
 /// The writer's connection with its statements prepared once.
 ///
@@ -173,18 +231,17 @@ const MAX_VALUES: usize = 32;
 /// literal, so here it is found by the literal's address and length instead.
 ///
 /// A value that is NULL is not bound: it is written into the statement's text as
-/// `NULL` (see [`with_nulls`]), and each pattern of NULLs a statement meets is a
+/// `NULL`, and an enum's name ([`Name`]) as a string literal (see
+/// [`with_values`]). Each pattern of NULLs and names a statement meets is a
 /// statement prepared once (a handful per statement: the patterns its callers
-/// produce). Binding a parameter costs SQLite a call and rusqlite a conversion, and
-/// an OTP cycle's writes carry about 24 NULLs (a new message's empty status
-/// columns, an OTP without a callback); literal NULLs mean exactly what bound ones
-/// do.
+/// produce). Binding a parameter costs SQLite a call and rusqlite a conversion,
+/// and binding text costs SQLite a copy of it; an OTP cycle's writes carry about
+/// 24 NULLs (a new message's empty status columns, an OTP without a callback) and
+/// 8 names. Written values mean exactly what bound ones do.
 pub(super) struct Sql<'c> {
     conn: &'c Connection,
-    /// By the literal's address and length, and the pattern of NULL values (bit
-    /// `i` set when value `i` is NULL); hashed with foldhash, as no key comes from
-    /// outside.
-    prepared: RefCell<HashMap<(usize, usize, u32), Statement<'c>, foldhash::fast::RandomState>>,
+    /// By [`Variant`]; hashed with foldhash, as no key comes from outside.
+    prepared: RefCell<HashMap<Variant, Statement<'c>, foldhash::fast::RandomState>>,
 }
 
 impl<'c> Sql<'c> {
@@ -195,41 +252,54 @@ impl<'c> Sql<'c> {
         }
     }
 
-    /// Runs the statement `sql` with `values` for its placeholders `?1` … `?N`
-    /// (`values[i]` for `?{i+1}`), and returns the number of rows it changed. The
-    /// statement is prepared on the first use of its pattern of NULL values, with
-    /// those values written into it as `NULL`; the others are bound.
-    fn run(&self, sql: &'static str, values: &[&dyn ToSql]) -> Result<usize, StorageError> {
-        if values.len() > MAX_VALUES {
+    /// Runs the statement `sql` with `args` for its placeholders `?1` … `?N`
+    /// (`args[i]` for `?{i+1}`), and returns the number of rows it changed. The
+    /// statement is prepared on the first use of its pattern of NULL values and
+    /// names, with those written into it; the other values are bound.
+    fn run(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<usize, StorageError> {
+        if args.len() > MAX_VALUES {
             return Err(StorageError::Sqlite(format!(
                 "{} values for one statement, more than {MAX_VALUES}",
-                values.len()
+                args.len()
             )));
         }
-        // Each value's SQL form, the NULLs only as bits of the pattern.
+        // Each value's SQL form; the NULLs only as bits of the pattern, the names
+        // as bits and in order.
         let mut bound: SmallVec<[ToSqlOutput<'_>; MAX_VALUES]> = SmallVec::new();
-        let mut nulls = 0u32;
-        for (i, value) in values.iter().enumerate() {
-            match value.to_sql()? {
-                ToSqlOutput::Owned(Value::Null) | ToSqlOutput::Borrowed(ValueRef::Null) => {
-                    nulls |= 1 << i;
+        let (mut nulls, mut named) = (0u32, 0u32);
+        let mut names: SmallVec<[&'static str; 4]> = SmallVec::new();
+        for (i, arg) in args.iter().enumerate() {
+            match arg {
+                Arg::Name(name) => {
+                    named |= 1 << i;
+                    names.push(name);
                 }
-                out => bound.push(out),
+                Arg::Value(value) => match value.to_sql()? {
+                    ToSqlOutput::Owned(Value::Null) | ToSqlOutput::Borrowed(ValueRef::Null) => {
+                        nulls |= 1 << i;
+                    }
+                    out => bound.push(out),
+                },
             }
         }
         let mut prepared = self.prepared.borrow_mut();
-        let stmt = match prepared.entry((sql.as_ptr() as usize, sql.len(), nulls)) {
+        let stmt = match prepared.entry((sql.as_ptr() as usize, sql.len(), nulls, named, names)) {
             Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(self.conn.prepare(&with_nulls(sql, nulls))?),
+            Entry::Vacant(v) => {
+                let (_, _, nulls, named, names) = v.key();
+                let text = with_values(sql, *nulls, *named, names);
+                v.insert(self.conn.prepare(&text)?)
+            }
         };
         // Every placeholder of this variant is bound anew, so nothing of an earlier
         // run's values is left in it.
         if stmt.parameter_count() != bound.len() {
             return Err(StorageError::Sqlite(format!(
-                "statement takes {} values, given {} besides {} NULLs: {sql}",
+                "statement takes {} values, given {} besides {} NULLs and {} names: {sql}",
                 stmt.parameter_count(),
                 bound.len(),
-                nulls.count_ones()
+                nulls.count_ones(),
+                named.count_ones()
             )));
         }
         for (n, out) in bound.iter().enumerate() {
@@ -245,15 +315,18 @@ impl<'c> Sql<'c> {
 }
 
 /// `sql` with each placeholder `?k` whose value is NULL (bit `k - 1` of `nulls`)
-/// replaced by `NULL`, and the others numbered anew in order (`?1`, `?2`, …), so that
-/// the statement takes the non-NULL values in their order. A placeholder may appear
-/// more than once. The writer's statements are literals whose placeholders are all
-/// `?N` and that have no `?` inside a string.
-fn with_nulls(sql: &str, nulls: u32) -> String {
-    if nulls == 0 {
+/// replaced by `NULL`, each whose value is a name (bit `k - 1` of `named`; the
+/// names in `names`, in order) by that name as a string literal, and the others
+/// numbered anew in order (`?1`, `?2`, …), so that the statement takes the bound
+/// values in their order. A placeholder may appear more than once. The writer's
+/// statements are literals whose placeholders are all `?N` and that have no `?`
+/// inside a string.
+fn with_values(sql: &str, nulls: u32, named: u32, names: &[&str]) -> String {
+    if nulls | named == 0 {
         return sql.to_owned();
     }
-    let mut out = String::with_capacity(sql.len());
+    let written = nulls | named;
+    let mut out = String::with_capacity(sql.len() + 16 * names.len());
     let mut rest = sql;
     while let Some(at) = rest.find('?') {
         out.push_str(&rest[..at]);
@@ -263,13 +336,21 @@ fn with_nulls(sql: &str, nulls: u32) -> String {
         match rest[at + 1..at + 1 + digits].parse::<u32>() {
             Ok(k) if (1..=MAX_VALUES as u32).contains(&k) => {
                 let bit = 1u32 << (k - 1);
+                let below = bit - 1;
                 if nulls & bit != 0 {
                     out.push_str("NULL");
+                } else if named & bit != 0 {
+                    let name = names
+                        .get((below & named).count_ones() as usize)
+                        .copied()
+                        .unwrap_or_default();
+                    out.push('\'');
+                    out.push_str(&name.replace('\'', "''"));
+                    out.push('\'');
                 } else {
                     // The placeholders before it that stay placeholders, plus one.
-                    let below = (bit - 1) & !nulls;
                     out.push('?');
-                    out.push_str(&(below.count_ones() + 1).to_string());
+                    out.push_str(&((below & !written).count_ones() + 1).to_string());
                 }
             }
             // Not a numbered placeholder: kept as written (SQLite will refuse it).
@@ -613,7 +694,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(app_id) DO UPDATE SET app_key = excluded.app_key, name = excluded.name,
                  settings = excluded.settings, updated_at = excluded.updated_at",
-                params![
+                args![
                     UuidText::new(&app.app_id),
                     app.app_key,
                     app.name,
@@ -631,18 +712,18 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
         } => {
             sql.run(
                 "INSERT INTO api_keys (key_id, app_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key_hash) DO NOTHING", params![UuidText::new(key_id), UuidText::new(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
+                 ON CONFLICT(key_hash) DO NOTHING", args![UuidText::new(key_id), UuidText::new(app_id), key_hash.to_vec(), to_millis(*created_at)])?;
         }
         Change::DeleteApiKey { app_id, key_id } => {
             sql.run(
                 "DELETE FROM api_keys WHERE app_id = ?1 AND key_id = ?2",
-                params![UuidText::new(app_id), UuidText::new(key_id)],
+                args![UuidText::new(app_id), UuidText::new(key_id)],
             )?;
         }
         Change::Idempotency(r) => {
             sql.run(
                 "INSERT OR REPLACE INTO idempotency (app_id, key, request_hash, status, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", args![
                 UuidText::new(&r.app_id),
                 r.key,
                 r.request_hash.to_vec(),
@@ -654,24 +735,24 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
         Change::PurgeIdempotency(before) => {
             sql.run(
                 "DELETE FROM idempotency WHERE created_at < ?1",
-                params![to_millis(*before)],
+                args![to_millis(*before)],
             )?;
         }
         Change::Meta(key, value) => {
             sql.run(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, value],
+                args![key, value],
             )?;
         }
         Change::Outbox(event, deliveries) => {
             sql.run(
                 "INSERT OR IGNORE INTO events (event_id, app_id, event, channel, body, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+                args![
                     event.id,
                     UuidText::new(&event.app_id),
                     event.event,
-                    event.channel.as_str(),
+                    Name(event.channel.as_str()),
                     &*event.body,
                     to_millis(event.created_at)
                 ],
@@ -681,16 +762,16 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                     "INSERT INTO deliveries (delivery_id, app_id, event_id, kind, webhook_id, url, secret,
                      report_secret, status, attempts, series_start, last_status_code, last_error,
                      next_attempt_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)", params![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)", args![
                     d.delivery_id,
                     UuidText::new(&d.app_id),
                     d.event.id,
-                    d.kind.as_str(),
+                    Name(d.kind.as_str()),
                     d.webhook_id,
                     d.url,
                     d.secret,
                     d.report_secret,
-                    d.status.as_str(),
+                    Name(d.status.as_str()),
                     d.attempts,
                     d.series_start,
                     d.last_status_code,
@@ -704,9 +785,9 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
         Change::DeliveryState(d) => {
             sql.run(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, series_start = ?4, last_status_code = ?5,
-                 last_error = ?6, next_attempt_at = ?7, updated_at = ?8 WHERE delivery_id = ?1", params![
+                 last_error = ?6, next_attempt_at = ?7, updated_at = ?8 WHERE delivery_id = ?1", args![
                 d.delivery_id,
-                d.status.as_str(),
+                Name(d.status.as_str()),
                 d.attempts,
                 d.series_start,
                 d.last_status_code,
@@ -718,7 +799,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
         Change::Attempt(a) => {
             sql.run(
                 "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![a.delivery_id, a.attempt, to_millis(a.at), a.status_code, a.error, a.duration_ms])?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", args![a.delivery_id, a.attempt, to_millis(a.at), a.status_code, a.error, a.duration_ms])?;
         }
         Change::Webhook(w) => {
             let events = serde_json::to_string(&w.events)
@@ -730,7 +811,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
                  ON CONFLICT(webhook_id) DO UPDATE SET url = excluded.url, events = excluded.events,
                  status = excluded.status, description = excluded.description, secret = excluded.secret,
                  previous_secret = excluded.previous_secret, previous_secret_until = excluded.previous_secret_until,
-                 updated_at = excluded.updated_at", params![
+                 updated_at = excluded.updated_at", args![
                 w.id,
                 UuidText::new(&w.app_id),
                 w.service_type.as_str(),
@@ -746,7 +827,7 @@ fn apply(sql: &Sql<'_>, change: &Change, now: DateTime<Utc>) -> Result<(), Stora
             ])?;
         }
         Change::DeleteWebhook(id) => {
-            sql.run("DELETE FROM webhooks WHERE webhook_id = ?1", params![id])?;
+            sql.run("DELETE FROM webhooks WHERE webhook_id = ?1", args![id])?;
         }
     }
     Ok(())
@@ -763,9 +844,9 @@ fn write_message(sql: &Sql<'_>, m: &MessageRecord, update_first: bool) -> Result
             "UPDATE messages SET status = ?2, error_code = ?3, error_message = ?4,
              provider_message_id = ?5, attempts = ?6, body = ?7, updated_at = ?8, sent_at = ?9,
              delivered_at = ?10, read_at = ?11, failed_at = ?12 WHERE message_id = ?1",
-            params![
+            args![
                 message_id,
-                m.status.as_str(),
+                Name(m.status.as_str()),
                 m.error_code,
                 m.error_message,
                 m.provider_message_id,
@@ -794,18 +875,18 @@ fn write_message(sql: &Sql<'_>, m: &MessageRecord, update_first: bool) -> Result
          body = excluded.body, updated_at = excluded.updated_at,
          sent_at = excluded.sent_at, delivered_at = excluded.delivered_at,
          read_at = excluded.read_at, failed_at = excluded.failed_at",
-        params![
+        args![
             message_id,
             UuidText::new(&m.app_id),
-            m.channel.as_str(),
+            Name(m.channel.as_str()),
             m.to,
             m.body,
             m.sender_id,
-            match m.purpose {
+            Name(match m.purpose {
                 Purpose::Otp => "otp",
                 Purpose::Message => "message",
-            },
-            m.status.as_str(),
+            }),
+            Name(m.status.as_str()),
             m.error_code,
             m.error_message,
             m.provider_message_id,
@@ -813,7 +894,7 @@ fn write_message(sql: &Sql<'_>, m: &MessageRecord, update_first: bool) -> Result
             to_millis(m.created_at),
             to_millis(m.updated_at),
             m.report.as_ref().map(|r| r.url.clone()),
-            m.report.as_ref().map(|r| r.report_type.as_str()),
+            MaybeName(m.report.as_ref().map(|r| r.report_type.as_str())),
             m.report.as_ref().and_then(|r| r.secret.clone()),
             m.reached.sent_at.map(to_millis),
             m.reached.delivered_at.map(to_millis),
@@ -841,37 +922,44 @@ fn write_otp(
     let code_hash = f.map(|f| &f.code_hash[..]);
     let message_id = f.and_then(|f| f.message_id.as_ref().map(UuidText::new));
     let callback = f.and_then(|f| f.callback.as_deref());
-    let values = params![
-        app_id,
-        &*rec.key.phone.digits(),
-        flake_id,
-        code_hash,
-        f.map(|f| f.status.as_str()),
-        f.map(|f| f.attempts),
-        f.map(|f| f.max_attempts),
-        f.map(|f| f.delivery_method.as_str()),
-        message_id,
-        callback.map(|c| c.url.as_str()),
-        callback.and_then(|c| c.secret.as_deref()),
-        f.map(|f| to_millis(f.created_at)),
-        f.map(|f| to_millis(f.expires_at)),
-        f.and_then(|f| f.finished_at.map(to_millis)),
-        sends,
-        to_millis(now),
-    ];
+    let phone = rec.key.phone.digits();
+    // The values, for the statement the write turns out to need (a closure: the
+    // array borrows temporaries, which live only as long as the call they are in).
+    let run = |statement: &'static str| {
+        sql.run(
+            statement,
+            args![
+                app_id,
+                &*phone,
+                flake_id,
+                code_hash,
+                MaybeName(f.map(|f| f.status.as_str())),
+                f.map(|f| f.attempts),
+                f.map(|f| f.max_attempts),
+                MaybeName(f.map(|f| f.delivery_method.as_str())),
+                message_id,
+                callback.map(|c| c.url.as_str()),
+                callback.and_then(|c| c.secret.as_deref()),
+                f.map(|f| to_millis(f.created_at)),
+                f.map(|f| to_millis(f.expires_at)),
+                f.and_then(|f| f.finished_at.map(to_millis)),
+                sends,
+                to_millis(now),
+            ],
+        )
+    };
     if update_first {
-        let updated = sql.run(
+        let updated = run(
             "UPDATE otp_state SET flake_id = ?3, code_hash = ?4, status = ?5, attempts = ?6,
              max_attempts = ?7, delivery_method = ?8, message_id = ?9, callback_url = ?10,
              callback_secret = ?11, created_at = ?12, expires_at = ?13, finished_at = ?14,
              sends = ?15, updated_at = ?16 WHERE app_id = ?1 AND phone = ?2",
-            values,
         )?;
         if updated > 0 {
             return Ok(());
         }
     }
-    sql.run(
+    run(
         "INSERT INTO otp_state (app_id, phone, flake_id, code_hash, status, attempts,
          max_attempts, delivery_method, message_id, callback_url, callback_secret, created_at,
          expires_at, finished_at, sends, updated_at)
@@ -883,7 +971,6 @@ fn write_otp(
          callback_secret = excluded.callback_secret, created_at = excluded.created_at,
          expires_at = excluded.expires_at, finished_at = excluded.finished_at,
          sends = excluded.sends, updated_at = excluded.updated_at",
-        values,
     )?;
     Ok(())
 }
@@ -1156,28 +1243,41 @@ mod tests {
     }
 
     #[test]
-    fn null_values_are_written_into_the_statement_and_the_rest_renumbered() {
-        use super::with_nulls;
+    fn null_values_and_names_are_written_into_the_statement_and_the_rest_renumbered() {
+        use super::with_values;
         let sql = "UPDATE t SET a = ?2, b = ?3, c = ?10 WHERE id = ?1 AND ?3 IS NOT ?1";
-        assert_eq!(with_nulls(sql, 0), sql);
+        assert_eq!(with_values(sql, 0, 0, &[]), sql);
         // ?3 (bit 2) NULL: every ?3 is NULL, and ?10 is the ninth value left.
         assert_eq!(
-            with_nulls(sql, 0b100),
+            with_values(sql, 0b100, 0, &[]),
             "UPDATE t SET a = ?2, b = NULL, c = ?9 WHERE id = ?1 AND NULL IS NOT ?1"
         );
         // ?1 and ?10 NULL: ?2 and ?3 move down to ?1 and ?2.
         assert_eq!(
-            with_nulls(sql, 1 | 1 << 9),
+            with_values(sql, 1 | 1 << 9, 0, &[]),
             "UPDATE t SET a = ?1, b = ?2, c = NULL WHERE id = NULL AND ?2 IS NOT NULL"
         );
         // Text after the last placeholder, and a placeholder at the very end.
-        assert_eq!(with_nulls("VALUES (?1, ?2)", 0b01), "VALUES (NULL, ?1)");
-        assert_eq!(with_nulls("x = ?2", 0b01), "x = ?1");
+        assert_eq!(
+            with_values("VALUES (?1, ?2)", 0b01, 0, &[]),
+            "VALUES (NULL, ?1)"
+        );
+        assert_eq!(with_values("x = ?2", 0b01, 0, &[]), "x = ?1");
+        // Names in their order, each wherever its placeholder appears; NULLs
+        // beside them; the rest renumbered past both.
+        assert_eq!(
+            with_values(sql, 1 << 1, 1 << 2 | 1 << 9, &["sent", "otp"]),
+            "UPDATE t SET a = NULL, b = 'sent', c = 'otp' WHERE id = ?1 AND 'sent' IS NOT ?1"
+        );
+        assert_eq!(
+            with_values("VALUES (?1, ?2, ?3)", 0, 0b010, &["it's"]),
+            "VALUES (?1, 'it''s', ?2)"
+        );
     }
 
     #[test]
-    fn a_statement_gives_the_same_rows_whichever_of_its_values_are_null() {
-        use rusqlite::params;
+    fn a_statement_gives_the_same_rows_whichever_of_its_values_are_null_or_names() {
+        use super::{Arg, IntoArg, MaybeName, Name};
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c BLOB)")
             .unwrap();
@@ -1191,35 +1291,74 @@ mod tests {
             .unwrap()
         };
         let (none_s, none_i, none_b) = (None::<&str>, None::<i64>, None::<&[u8]>);
+        let none_name = MaybeName(None);
         // Each pattern in turn, on one row and then on another: no value of an
-        // earlier run (of this pattern or another) stays bound.
+        // earlier run (of this pattern or another) stays bound, and each name is
+        // its own statement.
         for id in [1, 2] {
-            assert_eq!(sql.run(UPSERT, params![id, "x", 7, &b"z"[..]]).unwrap(), 1);
+            assert_eq!(sql.run(UPSERT, args![id, "x", 7, &b"z"[..]]).unwrap(), 1);
             assert_eq!(row(id), (Some("x".into()), Some(7), Some(b"z".to_vec())));
-            assert_eq!(sql.run(UPSERT, params![id, none_s, 8, none_b]).unwrap(), 1);
+            assert_eq!(sql.run(UPSERT, args![id, none_s, 8, none_b]).unwrap(), 1);
             assert_eq!(row(id), (None, Some(8), None));
             assert_eq!(
-                sql.run(UPSERT, params![id, "y", none_i, &b"w"[..]])
-                    .unwrap(),
+                sql.run(UPSERT, args![id, "y", none_i, &b"w"[..]]).unwrap(),
                 1
             );
             assert_eq!(row(id), (Some("y".into()), None, Some(b"w".to_vec())));
             assert_eq!(
-                sql.run(UPSERT, params![id, none_s, none_i, none_b])
-                    .unwrap(),
+                sql.run(UPSERT, args![id, none_s, none_i, none_b]).unwrap(),
                 1
             );
             assert_eq!(row(id), (None, None, None));
+            assert_eq!(
+                sql.run(UPSERT, args![id, Name("sent"), 9, none_b]).unwrap(),
+                1
+            );
+            assert_eq!(row(id), (Some("sent".into()), Some(9), None));
+            assert_eq!(
+                sql.run(UPSERT, args![id, Name("it's"), 10, &b"v"[..]])
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                row(id),
+                (Some("it's".into()), Some(10), Some(b"v".to_vec()))
+            );
+            assert_eq!(
+                sql.run(UPSERT, args![id, MaybeName(Some("failed")), none_i, none_b])
+                    .unwrap(),
+                1
+            );
+            assert_eq!(row(id), (Some("failed".into()), None, None));
+            assert_eq!(
+                sql.run(UPSERT, args![id, none_name, 11, none_b]).unwrap(),
+                1
+            );
+            assert_eq!(row(id), (None, Some(11), None));
         }
-        // A NULL key matches nothing, bound or written.
+        // A name matches as its text does, in a WHERE as in a SET.
         assert_eq!(
-            sql.run("UPDATE t SET b = ?2 WHERE id = ?1", params![none_i, 1])
+            sql.run("UPDATE t SET b = ?2 WHERE a IS ?1", args![Name("x"), 1])
                 .unwrap(),
             0
         );
-        // Fewer values than placeholders is refused, whatever is NULL.
-        assert!(sql.run(UPSERT, params![3, none_s, 1]).is_err());
-        assert!(sql.run(UPSERT, params![3, "a", 1]).is_err());
+        sql.run(UPSERT, args![3, Name("x"), 1, none_b]).unwrap();
+        assert_eq!(
+            sql.run("UPDATE t SET b = ?2 WHERE a = ?1", args![Name("x"), 5])
+                .unwrap(),
+            1
+        );
+        assert_eq!(row(3), (Some("x".into()), Some(5), None));
+        // A NULL key matches nothing, bound or written.
+        assert_eq!(
+            sql.run("UPDATE t SET b = ?2 WHERE id = ?1", args![none_i, 1])
+                .unwrap(),
+            0
+        );
+        // Fewer values than placeholders is refused, whatever is NULL or a name.
+        assert!(sql.run(UPSERT, args![4, none_s, 1]).is_err());
+        assert!(sql.run(UPSERT, args![4, "a", 1]).is_err());
+        assert!(sql.run(UPSERT, args![4, Name("a"), 1]).is_err());
     }
 
     #[tokio::test]
