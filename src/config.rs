@@ -129,6 +129,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// HTTP worker threads; 0 = one per core (see [`ServerConfig::worker_threads`]).
     pub workers: usize,
+    /// The HTTP worker threads run under Linux's `SCHED_BATCH` policy (see
+    /// [`crate::server::prepare_worker_thread`]); `false` leaves them under the
+    /// default policy.
+    pub batch_scheduling: bool,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_secs: u64,
 }
@@ -140,6 +144,7 @@ impl Default for ServerConfig {
             admin_token: None,
             trusted_proxies: Vec::new(),
             workers: 0,
+            batch_scheduling: true,
             shutdown_timeout_secs: 10,
         }
     }
@@ -167,6 +172,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("admin_token", &redacted(&self.admin_token))
             .field("trusted_proxies", &self.trusted_proxies)
             .field("workers", &self.workers)
+            .field("batch_scheduling", &self.batch_scheduling)
             .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
             .finish()
     }

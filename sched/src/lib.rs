@@ -1,6 +1,6 @@
-//! `otpd-sched`: the one scheduling-policy call otpd makes, kept apart (as is the
-//! WAL shim, `otpd-walvfs`) so that every other crate of the workspace forbids
-//! `unsafe` code.
+//! `otpd-sched`: the one scheduling-policy call otpd makes (for its storage writer
+//! and its HTTP workers), kept apart (as is the WAL shim, `otpd-walvfs`) so that
+//! every other crate of the workspace forbids `unsafe` code.
 //!
 //! otpd's storage writer commits whatever is queued when it wakes, and a commit
 //! costs about as much again in fixed work (the WAL frames, the locks) as its
@@ -13,6 +13,11 @@
 //! an idle CPU, and when every CPU is busy waits until one frees up (or until the
 //! scheduler's tick), gathering the writes that arrive meanwhile. No timer delays
 //! anything. `docs/benchmarks-passes.md` ("Seventh pass") has the figures.
+//!
+//! `otpd serve` makes the same call on its HTTP worker threads
+//! (`server.batch_scheduling`): a worker woken by a request or by the writer's
+//! answer while its CPU is busy then handles more of both per wake-up, and queues
+//! more writes before the writer commits ("Eighteenth pass").
 //!
 //! A process needs no privilege to choose `SCHED_BATCH` for its own threads. Where
 //! the call is refused (a seccomp filter) or the system has no such policy, the

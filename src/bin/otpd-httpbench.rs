@@ -8,7 +8,9 @@
 //! count for both):
 //!
 //! - **real**: the otpd API mounted with the same [`otpd::api::configure`] the daemon
-//!   uses, on a real [`Runtime`] (a fresh SQLite file, `durability = "commit"` unless
+//!   uses, its workers prepared as `otpd serve` prepares them
+//!   ([`otpd::server::prepare_worker_thread`]: under `SCHED_BATCH` unless
+//!   `--server-batch-scheduling false`), on a real [`Runtime`] (a fresh SQLite file, `durability = "commit"` unless
 //!   `--durability async`), with the daemon's Prometheus recorder installed (as
 //!   `otpd serve` does; `--daemon-log` adds its stderr log, one line per request), with
 //!   `otpd_test_support::HandoffProvider` as the provider so the client can read each
@@ -16,7 +18,8 @@
 //!   (`resend_cooldown_secs = 0`, `max_sends_per_minute = 1_000_000`).
 //! - **bare**: two routes, `POST /v1/otp/request` and `POST /v1/otp/verify`, that
 //!   parse the same request bodies with serde and answer a JSON body of the same
-//!   shape and size as otpd's; nothing else.
+//!   shape and size as otpd's; nothing else (plain actix-web: its workers keep the
+//!   default scheduling policy).
 //!
 //! One cycle is `POST /v1/otp/request` (with `X-API-Key`) → the code from the
 //! provider (real only) → `POST /v1/otp/verify`, which must answer `verified` (on
@@ -113,6 +116,11 @@ struct Args {
     /// `server.workers = 0` (its default): one per core.
     #[arg(long, default_value_t = 0)]
     server_workers: usize,
+    /// The real server's HTTP workers under `SCHED_BATCH`, as `otpd serve` runs them
+    /// with `server.batch_scheduling = true` (its default); `false` leaves them
+    /// under the default policy.
+    #[arg(long, default_value_t = otpd::config::ServerConfig::default().batch_scheduling, action = clap::ArgAction::Set)]
+    server_batch_scheduling: bool,
     /// How the client tasks hold their connections (see the module's doc comment):
     /// one shared pool, one connection per task, or two per task (request on one,
     /// verify on the other).
@@ -707,7 +715,10 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     let _log = args
         .daemon_log
         .then(|| otpd::logging::init(otpd::config::LogFormat::Text));
+    let batch_scheduling = args.server_batch_scheduling;
     let real = HttpServer::new(move || {
+        // As `otpd serve`'s factory: runs on each worker thread as it starts.
+        otpd::server::prepare_worker_thread(batch_scheduling);
         let runtime = api_runtime.clone();
         let options = options.clone();
         App::new().configure(move |cfg| api::configure(cfg, runtime, options))
@@ -804,6 +815,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
             "durability": arg_name(args.durability),
             "daemon_log": args.daemon_log,
             "server_workers": server_workers,
+            "server_batch_scheduling": args.server_batch_scheduling,
             "client": arg_name(args.client),
         },
         "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
@@ -824,7 +836,7 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
     use std::fmt::Write as _;
     let _ = writeln!(
         text,
-        "otpd-httpbench: connections={} (client {}) rounds={}x{}s phones={} durability={} daemon log={} server workers={}",
+        "otpd-httpbench: connections={} (client {}) rounds={}x{}s phones={} durability={} daemon log={} server workers={} (real: SCHED_BATCH {})",
         args.connections,
         arg_name(args.client),
         args.rounds,
@@ -832,7 +844,8 @@ async fn run(args: Args, db: std::path::PathBuf) -> Result<(Value, String, u64),
         args.phones,
         arg_name(args.durability),
         if args.daemon_log { "on" } else { "off" },
-        server_workers
+        server_workers,
+        if args.server_batch_scheduling { "on" } else { "off" }
     );
     for r in &rounds {
         let _ = writeln!(

@@ -229,6 +229,11 @@ impl Daemon {
         }
     }
 
+    /// The process id of the running `otpd`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("otpd is running").id()
+    }
+
     /// SIGTERM, then waits up to 15 s; returns the exit status and how long it took.
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("otpd is running");
