@@ -229,7 +229,7 @@ async fn bind(
 /// request, by the writer's answer to a commit) while its CPU is busy waits for its
 /// turn instead of preempting, and by then has more to do in one go: more
 /// requests per `epoll` wake-up, and more writes queued for the writer before it
-/// commits, so commits grow (~12.5 to ~16.5 operations over HTTP on two cores) and
+/// commits, so commits grow (from ~12.5 to ~17 operations over HTTP on two cores) and
 /// every thread wakes less. On a host whose CPUs are saturated a request may wait
 /// up to a scheduler slice longer. `docs/benchmarks-passes.md` ("Eighteenth
 /// pass") has the figures.
