@@ -10,8 +10,8 @@
 //! - **real**: the otpd API mounted with the same [`otpd::api::configure`] the daemon
 //!   uses, its workers prepared as `otpd serve` prepares them
 //!   ([`otpd::server::prepare_worker_thread`]: under `SCHED_BATCH` unless
-//!   `--server-batch-scheduling false`), on a real [`Runtime`] (a fresh SQLite file, `durability = "commit"` unless
-//!   `--durability async`), with the daemon's Prometheus recorder installed (as
+//!   `--server-batch-scheduling false`), on a real [`Runtime`] (a fresh SQLite
+//!   file, `durability = "commit"` unless `--durability async`), with the daemon's Prometheus recorder installed (as
 //!   `otpd serve` does; `--daemon-log` adds its stderr log, one line per request), with
 //!   `otpd_test_support::HandoffProvider` as the provider so the client can read each
 //!   code by `message_id`, as `otpd-loadtest` does. One app without rate limits
