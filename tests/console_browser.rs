@@ -37,10 +37,15 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Shown as text, never run: the console builds nodes with `textContent`.
 const HOSTILE: &str = r#"<img src=x onerror="window.__xss=1">"#;
 
-/// `chromedriver --port=N`, killed on drop.
+/// `chromedriver --port=N`, killed on drop. It and the Chromium it starts keep
+/// their temporary files (Chromium's `scoped_dir`s, a few MB a run) in a directory
+/// of their own (`TMPDIR`), removed after them: otherwise every run would leave
+/// them in `/tmp`.
 struct Driver {
     child: Child,
     url: String,
+    // Declared after `child`: removed once `drop` has killed and reaped it.
+    _tmp: tempfile::TempDir,
 }
 
 impl Driver {
@@ -49,8 +54,10 @@ impl Driver {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let tmp = tempfile::tempdir().expect("a temporary directory for Chromium");
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -58,6 +65,7 @@ impl Driver {
         let driver = Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            _tmp: tmp,
         };
         let deadline = Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
