@@ -98,14 +98,9 @@ fn the_http_workers_run_under_sched_batch_by_default_and_only_they() {
         "the runtime's arbiters are actix threads too: {seen:?}"
     );
     assert_eq!(writer_policy(&seen), Some(SCHED_BATCH), "{seen:?}");
-    assert!(
-        daemon
-            .stderr_text()
-            .lines()
-            .any(|l| l.contains("otpd listening") && l.contains("batch_scheduling=true")),
-        "{}",
-        daemon.stderr_text()
-    );
+    daemon.wait_stderr_line(Duration::from_secs(5), |l| {
+        l.contains("otpd listening") && l.contains("batch_scheduling=true")
+    });
 }
 
 #[test]
@@ -120,12 +115,7 @@ fn with_batch_scheduling_off_the_http_workers_keep_the_default_policy() {
     let seen = threads_when(pid, |t| writer_policy(t) == Some(SCHED_BATCH));
     assert_eq!(batch_actix_threads(&seen), 0, "{seen:?}");
     assert_eq!(writer_policy(&seen), Some(SCHED_BATCH), "{seen:?}");
-    assert!(
-        daemon
-            .stderr_text()
-            .lines()
-            .any(|l| l.contains("otpd listening") && l.contains("batch_scheduling=false")),
-        "{}",
-        daemon.stderr_text()
-    );
+    daemon.wait_stderr_line(Duration::from_secs(5), |l| {
+        l.contains("otpd listening") && l.contains("batch_scheduling=false")
+    });
 }

@@ -93,11 +93,12 @@ def census(db_path, last=None):
         for page in set(commit):
             pages[owners.get(page, ("(free)", ""))] += 1
     n = len(commits)
+    frames = sum(len(c) for c in commits)
     return {
         "page_size": page_size,
         "commits": n,
-        "frames": sum(len(c) for c in commits),
-        "frames_per_commit": sum(len(c) for c in commits) / n if n else 0.0,
+        "frames": frames,
+        "frames_per_commit": frames / n if n else 0.0,
         "pages_per_commit": sum(len(set(c)) for c in commits) / n if n else 0.0,
         "by_tree": [
             {"tree": tree, "type": kind, "per_commit": count / n}
